@@ -1,0 +1,21 @@
+"""deepinv-meta: meta-learning for imaging inverse problems, as a DeepInverse plugin."""
+
+__version__ = "0.1.0"
+
+from .bilevel import InnerLoop, MetaTrainer, NonFiniteLossError, finetune
+from .io import load, save
+from .models import LinearModel, MetaPDNet
+from .tasks import Task, meta_prior_tasks
+
+__all__ = [
+    "MetaPDNet",
+    "LinearModel",
+    "MetaTrainer",
+    "InnerLoop",
+    "NonFiniteLossError",
+    "finetune",
+    "Task",
+    "meta_prior_tasks",
+    "save",
+    "load",
+]

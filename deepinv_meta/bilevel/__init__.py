@@ -1,0 +1,8 @@
+"""The bilevel engine shared by every meta-model: inner loop (on ``higher``), trainer, fine-tuning."""
+
+from .finetune import finetune
+from .inner import InnerLoop, InnerResult, NonFiniteLossError
+from .optimizers import DifferentiableAdam
+from .trainer import MetaTrainer
+
+__all__ = ["InnerLoop", "InnerResult", "NonFiniteLossError", "DifferentiableAdam", "MetaTrainer", "finetune"]

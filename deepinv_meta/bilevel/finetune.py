@@ -1,0 +1,98 @@
+r"""Few-step adaptation of a meta-model to one task (the inner problem of eq. 2, solved at test time)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..losses import check_loss_name, data_loss
+from .inner import InnerLoop
+
+
+def finetune(
+    model: nn.Module,
+    physics,
+    y: torch.Tensor,
+    *,
+    x: torch.Tensor | None = None,
+    steps: int = 50,
+    loss: str = "unsupervised",
+    lam: float = 0.0,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    batch_size: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    return_losses: bool = False,
+):
+    r"""Fine-tune a copy of ``model`` on measurements ``y`` of ``physics``; ``model`` is not modified.
+
+    Solves, with ``steps`` optimizer steps started at the meta-weights :math:`\theta^*`,
+
+    .. math:: \min_\phi\ \ell(f_\phi) + \frac{\lambda}{2}\|\phi - \theta^*\|^2,
+
+    where :math:`\ell` is ``mean ||A f(y) - y||^2`` (``loss="unsupervised"``, no ground truth) or
+    ``mean ||f(y) - x||^2`` (``loss="supervised"``). It runs the same inner-loop engine as
+    meta-training (:class:`~deepinv_meta.bilevel.InnerLoop`), without meta-gradients, and works
+    under ``torch.no_grad()`` too.
+
+    :param torch.nn.Module model: a meta-trained reconstructor, ``model(y, physics)``.
+    :param deepinv.physics.Physics physics: the forward operator of the new task (shared by all ``y``).
+    :param torch.Tensor y: fine-tuning measurements, shape ``(N, ...)``.
+    :param torch.Tensor x: ground truth, needed for ``loss="supervised"``.
+    :param int steps: number of fine-tuning steps (>= 0).
+    :param str loss: ``"unsupervised"`` or ``"supervised"``.
+    :param float lam: proximal weight :math:`\lambda`.
+    :param float lr: learning rate.
+    :param str optimizer: ``"adam"`` or ``"sgd"`` (plain gradient descent).
+    :param int batch_size: if set, each step uses a random mini-batch of that size.
+    :param int seed: seed of the mini-batch sampling.
+    :param bool progress: show a progress bar.
+    :param bool return_losses: also return the list of inner losses.
+    :return: the adapted copy (a reconstructor like ``model``), and the losses if asked.
+
+    :Examples:
+
+    >>> import torch, deepinv as dinv
+    >>> from deepinv_meta import MetaPDNet, finetune
+    >>> model = MetaPDNet(depth=2, channels=4)
+    >>> physics = dinv.physics.Inpainting(img_size=(1, 16, 16), mask=0.5)
+    >>> y = physics(torch.rand(2, 1, 16, 16))
+    >>> adapted = finetune(model, physics, y, steps=3, loss="unsupervised")
+    >>> adapted(y, physics).shape
+    torch.Size([2, 1, 16, 16])
+    """
+    check_loss_name(loss)
+    if loss == "supervised" and x is None:
+        raise ValueError("loss='supervised' needs the ground truth x=...; or use loss='unsupervised'.")
+    if x is not None and x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}; they must match.")
+    if batch_size is not None and not 0 < batch_size:
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
+    inner = InnerLoop(steps=steps, lr=lr, optimizer=optimizer, lam=lam)
+    adapted = copy.deepcopy(model)
+    rng = torch.Generator().manual_seed(seed)
+
+    def batch_loss(fmodel, k):
+        if batch_size is None or batch_size >= y.shape[0]:
+            yb, xb = y, x
+        else:
+            idx = torch.randperm(y.shape[0], generator=rng)[:batch_size].to(y.device)
+            yb, xb = y[idx], None if x is None else x[idx]
+        return data_loss(loss, fmodel(yb, physics), yb, physics, xb)
+
+    bar = tqdm(total=steps, desc=f"fine-tuning ({loss})", disable=not progress, leave=False)
+    result = inner.run(
+        adapted,
+        batch_loss,
+        track_meta_grad=False,
+        callback=lambda k, value: (bar.update(1), bar.set_postfix(loss=f"{value:.3e}")),
+    )
+    bar.close()
+    with torch.no_grad():
+        for p, phi in zip(adapted.parameters(), result.params):
+            p.copy_(phi)
+    return (adapted, result.losses) if return_losses else adapted

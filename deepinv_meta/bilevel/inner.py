@@ -1,0 +1,188 @@
+r"""The differentiable inner loop: the one engine every meta-model, trainer and fine-tuner uses.
+
+Starting from the meta-weights :math:`\theta` of a model, it runs ``steps`` optimizer steps on
+
+.. math:: \mathcal{L}_{\mathrm{inner}}(\phi) = \ell(f_\phi) + \frac{\lambda}{2}\|\phi - \theta\|^2
+
+through :func:`higher.innerloop_ctx`, and returns the fast weights :math:`\phi` together with the
+functional model that evaluates :math:`f_\phi`. Three gradient modes:
+
+- ``first_order=False`` (MAML): the graph of every inner step is kept, so an outer loss evaluated at
+  :math:`\phi` back-propagates to :math:`\theta` (and to learned learning rates) exactly.
+- ``first_order=True`` (FOMAML): the inner steps are run without a graph and the meta-gradient is
+  :math:`\nabla_\phi\mathcal{L}_{\mathrm{outer}}(\phi)`. ``higher``'s ``track_higher_grads=False``
+  alone would give :math:`\theta` *no* gradient (it detaches :math:`\phi`); we re-attach
+  :math:`\phi` to :math:`\theta` through :math:`\theta + (\phi - \theta)_{\mathrm{detached}}`,
+  whose Jacobian with respect to :math:`\theta` is the identity.
+- ``track_meta_grad=False`` in :meth:`InnerLoop.run`: plain fine-tuning, no meta-gradient at all.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import higher
+import torch
+from torch import nn
+
+from ..losses import proximal_penalty
+from .optimizers import make_optimizer
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when an inner or outer loss is NaN or infinite; the meta-weights are left untouched."""
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    """Raise :class:`NonFiniteLossError` naming ``where`` if ``loss`` is NaN or infinite."""
+    if not torch.isfinite(loss).all():
+        raise NonFiniteLossError(
+            f"{where} is {loss.detach().cpu().tolist()}. Lower the learning rate (inner lr or "
+            "outer lr), check the inputs for NaN/Inf, or normalise the images to [0, 1]."
+        )
+
+
+@dataclass
+class InnerResult:
+    """Outcome of :meth:`InnerLoop.run`: fast weights and the functional model evaluating them.
+
+    Calling the result, ``result(y, physics)``, evaluates :math:`f_\\phi(y, A)`.
+    """
+
+    fmodel: nn.Module
+    params: list
+    losses: list = field(default_factory=list)
+
+    def __call__(self, *args, **kwargs):
+        return self.fmodel(*args, params=self.params, **kwargs)
+
+
+class InnerLoop(nn.Module):
+    r"""Differentiable inner optimisation of a model's weights, built on :mod:`higher`.
+
+    It holds the inner-loop configuration and, when ``learn_lr=True``, the learned per-step
+    learning rates :math:`\alpha_k = e^{s_k}` (meta-parameters; higher's ``override``).
+
+    :param int steps: number of inner optimizer steps (0 evaluates the meta-model itself).
+    :param float lr: inner learning rate (initial value of the learned ones if ``learn_lr``).
+    :param str optimizer: ``"adam"`` (torch-exact, see :mod:`.optimizers`) or ``"sgd"``.
+    :param float lam: weight :math:`\lambda` of the proximal term :math:`\frac{\lambda}{2}\|\phi-\theta\|^2`.
+    :param bool first_order: first-order MAML (see module docstring).
+    :param bool learn_lr: learn one learning rate per inner step (needs ``first_order=False``).
+    :param dict optimizer_kwargs: extra arguments of the torch optimizer (``betas``, ``momentum``...).
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_meta.bilevel import InnerLoop
+    >>> model = torch.nn.Linear(3, 3)
+    >>> x = torch.randn(4, 3)
+    >>> inner = InnerLoop(steps=2, lr=0.1, optimizer="sgd", lam=0.5)
+    >>> result = inner.run(model, lambda f, k: ((f(x) - x) ** 2).mean())
+    >>> outer = ((result(x) - x) ** 2).mean()
+    >>> outer.backward()  # meta-gradient, through both inner steps
+    >>> model.weight.grad.shape
+    torch.Size([3, 3])
+    """
+
+    def __init__(
+        self,
+        steps: int = 1,
+        lr: float = 1e-3,
+        optimizer: str = "adam",
+        lam: float = 0.0,
+        first_order: bool = False,
+        learn_lr: bool = False,
+        optimizer_kwargs: dict | None = None,
+    ):
+        super().__init__()
+        if not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"inner steps must be an integer >= 0, got {steps!r}.")
+        if not lr > 0:
+            raise ValueError(f"inner lr must be > 0, got {lr!r}.")
+        if not lam >= 0:
+            raise ValueError(f"lam (weight of lam/2 ||phi - theta||^2) must be >= 0, got {lam!r}.")
+        if learn_lr and first_order:
+            raise ValueError(
+                "learn_lr=True needs second-order meta-gradients: first-order MAML gives the "
+                "learning rates no gradient. Use first_order=False."
+            )
+        make_optimizer(optimizer, [torch.zeros(1, requires_grad=True)], lr)  # validates the name
+        self.steps = steps
+        self.lr = lr
+        self.optimizer = optimizer
+        self.lam = lam
+        self.first_order = first_order
+        self.learn_lr = learn_lr
+        self.optimizer_kwargs = dict(optimizer_kwargs or {})
+        if learn_lr:
+            self.log_lr = nn.Parameter(torch.full((max(steps, 1),), math.log(lr)))
+
+    def extra_repr(self) -> str:
+        return (
+            f"steps={self.steps}, lr={self.lr}, optimizer={self.optimizer!r}, lam={self.lam}, "
+            f"first_order={self.first_order}, learn_lr={self.learn_lr}"
+        )
+
+    def step_lrs(self) -> list[float]:
+        """The learning rate used at each inner step."""
+        if self.learn_lr:
+            return self.log_lr.detach().exp().tolist()
+        return [self.lr] * self.steps
+
+    def run(
+        self,
+        model: nn.Module,
+        data_loss: Callable[[nn.Module, int], torch.Tensor],
+        *,
+        steps: int | None = None,
+        track_meta_grad: bool = True,
+        callback: Callable[[int, float], None] | None = None,
+    ) -> InnerResult:
+        r"""Adapt ``model``'s weights by minimising ``data_loss`` plus the proximal term.
+
+        :param torch.nn.Module model: the meta-model; its parameters are :math:`\theta` and are
+            never modified in place.
+        :param Callable data_loss: ``data_loss(fmodel, k)`` returns the data term at inner step
+            ``k``, evaluating the network through ``fmodel(...)`` (current fast weights).
+        :param int steps: override the number of steps (e.g. longer fine-tuning).
+        :param bool track_meta_grad: keep the dependency of :math:`\phi` on :math:`\theta`
+            (MAML or first-order). ``False`` for plain fine-tuning.
+        :param Callable callback: called as ``callback(k, loss)`` after each step (progress bars).
+        :return: :class:`InnerResult`.
+        :raises NonFiniteLossError: if an inner loss is NaN or infinite.
+        """
+        steps = self.steps if steps is None else steps
+        if not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"inner steps must be an integer >= 0, got {steps!r}.")
+        if self.learn_lr and steps > self.log_lr.numel():
+            raise ValueError(
+                f"{steps} steps requested but only {self.log_lr.numel()} learned learning rates exist."
+            )
+        second_order = track_meta_grad and not self.first_order
+        meta_params = [p for p in model.parameters()]
+        template = make_optimizer(self.optimizer, meta_params, self.lr, **self.optimizer_kwargs)
+        losses = []
+        with torch.enable_grad():  # callers may sit under no_grad (dinv.test, Trainer eval)
+            with higher.innerloop_ctx(
+                model, template, copy_initial_weights=False, track_higher_grads=second_order
+            ) as (fmodel, diffopt):
+                for k in range(steps):
+                    loss = data_loss(fmodel, k)
+                    check_finite(loss, f"inner loss at inner step {k}")
+                    if self.lam > 0:
+                        reg = proximal_penalty(fmodel.fast_params, meta_params, self.lam)
+                        loss = loss + reg
+                    override = {"lr": [self.log_lr[k].exp()]} if self.learn_lr else None
+                    diffopt.step(loss, override=override)
+                    losses.append(loss.item())
+                    if callback is not None:
+                        callback(k, losses[-1])
+                params = list(fmodel.fast_params)
+                if track_meta_grad and self.first_order and steps > 0:
+                    params = [theta + (phi - theta).detach() for phi, theta in zip(params, meta_params)]
+                elif not track_meta_grad:
+                    params = [p.detach() for p in params]
+        return InnerResult(fmodel=fmodel, params=params, losses=losses)

@@ -1,0 +1,321 @@
+r"""MetaTrainer: the outer loop of the bilevel problem (Terris & Moreau, eq. 2).
+
+.. math::
+
+    \theta^* = \arg\min_\theta \sum_i \mathcal{L}_{\mathrm{sup}}(f_{\phi_i}, \mathcal{D}_i^{test})
+    \quad\text{s.t.}\quad \phi_i = \text{InnerLoop}\big(\mathcal{L}_{\mathrm{inner}}(f_\phi, \mathcal{D}_i^{train})
+    + \tfrac{\lambda}{2}\|\phi - \theta\|^2\big).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..io import atomic_save, safe_load
+from ..losses import check_loss_name, data_loss, supervised_loss
+from .inner import InnerLoop, NonFiniteLossError, check_finite
+
+logger = logging.getLogger("deepinv_meta")
+
+CHECKPOINT_FORMAT = "deepinv_meta.MetaTrainer/1"
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class MetaTrainer:
+    r"""Meta-train a model over imaging tasks with MAML through :mod:`higher`.
+
+    Every outer step draws one episode per task (new operator, train batch, test batch), adapts
+    the model to each with :class:`~deepinv_meta.bilevel.InnerLoop` on the inner loss, evaluates
+    the supervised outer loss of the adapted model on the test batch, and takes one optimizer step
+    on the meta-weights :math:`\theta` (and the learned inner learning rates, if any).
+
+    A non-finite inner loss, outer loss, meta-gradient or updated weight skips the step (logged,
+    counted in ``history``); the meta-weights are never updated with NaN/Inf. After
+    ``max_skipped`` consecutive skips training stops with an error.
+
+    :param torch.nn.Module model: a reconstructor ``model(y, physics)``.
+    :param list tasks: :class:`~deepinv_meta.tasks.Task` objects.
+    :param str inner_loss: ``"supervised"`` or ``"unsupervised"`` (:math:`\|Af(y)-y\|^2`).
+    :param int inner_steps: inner optimizer steps per episode.
+    :param float inner_lr: inner learning rate.
+    :param str inner_optimizer: ``"adam"`` (matches ``torch.optim.Adam``) or ``"sgd"``.
+    :param float lam: proximal weight :math:`\lambda`.
+    :param bool first_order: first-order MAML.
+    :param bool learn_inner_lr: learn one inner learning rate per inner step.
+    :param float outer_lr: Adam learning rate of the meta-weights.
+    :param int batch_size: images per train/test batch of each episode.
+    :param str device: ``"cuda"``/``"cpu"``; default CUDA when available.
+    :param int seed: seeds every episode (step ``k`` always sees the same episodes, so resuming
+        from a checkpoint reproduces an uninterrupted run).
+    :param str checkpoint: path of the checkpoint file; written every ``checkpoint_every`` steps
+        and at the end of :meth:`train`. If the file exists and ``resume`` is true, training resumes
+        from it.
+    :param float grad_clip: clip the meta-gradient norm to this value (``None``: no clipping).
+    :param bool progress: show a tqdm progress bar.
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_meta import MetaPDNet, MetaTrainer
+    >>> from deepinv_meta.tasks import meta_prior_tasks
+    >>> tasks = meta_prior_tasks(torch.rand(8, 1, 16, 16))
+    >>> trainer = MetaTrainer(MetaPDNet(depth=2, channels=4), tasks, batch_size=2, progress=False)
+    >>> history = trainer.train(steps=2)
+    >>> len(history), sorted(history[-1]["tasks"])
+    (2, ['deblurring', 'denoising', 'inpainting', 'tv_estimation'])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tasks,
+        *,
+        inner_loss: str = "supervised",
+        inner_steps: int = 1,
+        inner_lr: float = 1e-3,
+        inner_optimizer: str = "adam",
+        lam: float = 0.0,
+        first_order: bool = False,
+        learn_inner_lr: bool = False,
+        outer_lr: float = 1e-3,
+        batch_size: int = 8,
+        device=None,
+        seed: int = 0,
+        checkpoint: str | Path | None = None,
+        checkpoint_every: int = 50,
+        resume: bool = True,
+        grad_clip: float | None = None,
+        max_skipped: int = 20,
+        progress: bool = True,
+    ):
+        self.inner_loss = check_loss_name(inner_loss)
+        tasks = list(tasks)
+        if not tasks:
+            raise ValueError("MetaTrainer needs at least one task.")
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}.")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        if not outer_lr > 0:
+            raise ValueError(f"outer_lr must be > 0, got {outer_lr!r}.")
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device)
+        self.tasks = [task.to(self.device) for task in tasks]
+        self.inner = InnerLoop(
+            steps=inner_steps,
+            lr=inner_lr,
+            optimizer=inner_optimizer,
+            lam=lam,
+            first_order=first_order,
+            learn_lr=learn_inner_lr,
+        ).to(self.device)
+        self.meta_params = list(self.model.parameters()) + list(self.inner.parameters())
+        self.optimizer = torch.optim.Adam(self.meta_params, lr=outer_lr)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.grad_clip = grad_clip
+        self.max_skipped = max_skipped
+        self.progress = progress
+        self.step = 0
+        self.history: list[dict] = []
+        self._consecutive_skips = 0
+        if self.checkpoint is not None and resume and self.checkpoint.is_file():
+            self.load(self.checkpoint)
+            logger.info("resumed from %s at step %d", self.checkpoint, self.step)
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def config(self) -> dict:
+        """The settings that define the run (stored in checkpoints and checked on resume)."""
+        inner = self.inner
+        return {
+            "inner_loss": self.inner_loss,
+            "inner_steps": inner.steps,
+            "inner_lr": inner.lr,
+            "inner_optimizer": inner.optimizer,
+            "lam": inner.lam,
+            "first_order": inner.first_order,
+            "learn_inner_lr": inner.learn_lr,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "tasks": [t.name for t in self.tasks],
+            "model": type(self.model).__name__,
+        }
+
+    def episode_seed(self, step: int, task_index: int) -> int:
+        """Seed of the episode of task ``task_index`` at outer step ``step``."""
+        return (self.seed * 1_000_003 + step) * 101 + task_index
+
+    # ------------------------------------------------------------------ one outer step
+    def adapt(self, episode, track_meta_grad: bool = True):
+        """Run the inner loop on an episode's training batch; returns the :class:`InnerResult`."""
+
+        def loss(fmodel, k):
+            x_hat = fmodel(episode.y_train, episode.physics)
+            return data_loss(self.inner_loss, x_hat, episode.y_train, episode.physics, episode.target_train)
+
+        return self.inner.run(self.model, loss, track_meta_grad=track_meta_grad)
+
+    def outer_step(self) -> dict:
+        """One meta-update over all tasks. Returns the history record of the step."""
+        start = time.perf_counter()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        record = {"step": self.step + 1, "tasks": {}, "inner_first": {}, "inner_last": {}}
+        try:
+            for i, task in enumerate(self.tasks):
+                episode = task.episode(self.batch_size, seed=self.episode_seed(self.step, i))
+                result = self.adapt(episode)
+                outer = supervised_loss(result(episode.y_test, episode.physics), episode.target_test)
+                check_finite(outer, f"outer loss of task {task.name!r}")
+                (outer / len(self.tasks)).backward()
+                record["tasks"][task.name] = outer.item()
+                if result.losses:
+                    record["inner_first"][task.name] = result.losses[0]
+                    record["inner_last"][task.name] = result.losses[-1]
+            self._check_gradients()
+            if self.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.meta_params, self.grad_clip)
+            self._guarded_update()
+        except NonFiniteLossError as error:
+            self._skip(record, error)
+        else:
+            self._consecutive_skips = 0
+            record["skipped"] = False
+            record["outer_loss"] = sum(record["tasks"].values()) / len(self.tasks)
+        self.step += 1
+        record["time_s"] = time.perf_counter() - start
+        if self.inner.learn_lr:
+            record["inner_lrs"] = self.inner.step_lrs()
+        self.history.append(record)
+        return record
+
+    def _check_gradients(self) -> None:
+        for p in self.meta_params:
+            if p.grad is not None and not torch.isfinite(p.grad).all():
+                raise NonFiniteLossError("meta-gradient contains NaN/Inf")
+
+    def _guarded_update(self) -> None:
+        """Optimizer step that is undone if it would write a non-finite value into the weights."""
+        before = [p.detach().clone() for p in self.meta_params]
+        state = {k: {n: v.clone() if torch.is_tensor(v) else v for n, v in s.items()} for k, s in self.optimizer.state.items()}
+        self.optimizer.step()
+        if all(torch.isfinite(p).all() for p in self.meta_params):
+            return
+        with torch.no_grad():
+            for p, old in zip(self.meta_params, before):
+                p.copy_(old)
+        self.optimizer.state.clear()
+        self.optimizer.state.update(state)
+        raise NonFiniteLossError("the meta-update produced NaN/Inf weights (undone)")
+
+    def _skip(self, record: dict, error: Exception) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self._consecutive_skips += 1
+        record["skipped"] = True
+        record["outer_loss"] = float("nan")
+        record["error"] = str(error)
+        logger.warning("outer step %d skipped, meta-weights unchanged: %s", self.step + 1, error)
+        if self._consecutive_skips >= self.max_skipped:
+            raise NonFiniteLossError(
+                f"{self._consecutive_skips} consecutive outer steps had non-finite losses or "
+                f"gradients (last: {error}). Lower inner_lr/outer_lr or check the data."
+            ) from error
+
+    # ------------------------------------------------------------------ training loop
+    def train(self, steps: int, max_time: float | None = None) -> list[dict]:
+        """Train until ``self.step == steps`` (so a resumed run continues to the same total).
+
+        :param int steps: total number of outer steps.
+        :param float max_time: stop earlier after this many seconds (checkpointing first).
+        :return: the history, one record per outer step.
+        """
+        if not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be an integer >= 0, got {steps!r}.")
+        start = time.perf_counter()
+        bar = tqdm(total=steps, initial=min(self.step, steps), desc="meta-training", disable=not self.progress)
+        try:
+            while self.step < steps:
+                record = self.outer_step()
+                bar.update(1)
+                if not record["skipped"]:
+                    bar.set_postfix(outer=f"{record['outer_loss']:.3e}")
+                if self.checkpoint is not None and self.step % self.checkpoint_every == 0:
+                    self.save(self.checkpoint)
+                if max_time is not None and time.perf_counter() - start > max_time:
+                    break
+        finally:
+            bar.close()
+        if self.checkpoint is not None:
+            self.save(self.checkpoint)
+        return self.history
+
+    @torch.no_grad()
+    def evaluate(self, episodes: int = 2, seed: int = 10**9) -> dict:
+        """Mean outer loss per task on fixed held-out episodes, for the meta-model and the adapted model.
+
+        :return: ``{task: {"meta": mse, "adapted": mse}}`` (episodes drawn with seeds from ``seed``,
+            disjoint from training seeds for any realistic run length).
+        """
+        self.model.eval()
+        scores = {}
+        for i, task in enumerate(self.tasks):
+            meta, adapted = [], []
+            for e in range(episodes):
+                episode = task.episode(self.batch_size, seed=seed + 101 * e + i)
+                meta.append(supervised_loss(self.model(episode.y_test, episode.physics), episode.target_test).item())
+                result = self.adapt(episode, track_meta_grad=False)
+                adapted.append(supervised_loss(result(episode.y_test, episode.physics), episode.target_test).item())
+            scores[task.name] = {"meta": sum(meta) / episodes, "adapted": sum(adapted) / episodes}
+        return scores
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "model_class": type(self.model).__name__,
+            "model_config": getattr(self.model, "config", None),
+            "model": self.model.state_dict(),
+            "inner": self.inner.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
+            "config": self.config,
+        }
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write a checkpoint atomically (default path: the ``checkpoint`` argument)."""
+        path = path or self.checkpoint
+        if path is None:
+            raise ValueError("no checkpoint path: pass one to save() or checkpoint=... to MetaTrainer.")
+        return atomic_save(self.state_dict(), path)
+
+    def load(self, path: str | Path) -> None:
+        """Restore model, learned learning rates, optimizer state, step and history from a checkpoint."""
+        state = safe_load(path, map_location=self.device)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a MetaTrainer checkpoint (format {state.get('format')!r}).")
+        differing = {k: (v, state["config"].get(k)) for k, v in self.config.items() if state["config"].get(k) != v}
+        if differing:
+            raise ValueError(
+                f"checkpoint {path} was written with a different configuration "
+                f"(now, in checkpoint): {differing}. Use the same settings, or another checkpoint path."
+            )
+        self.model.load_state_dict(state["model"])
+        self.inner.load_state_dict(state["inner"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        self.history = list(state["history"])

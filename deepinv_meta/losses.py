@@ -1,0 +1,72 @@
+r"""Inner and outer losses of the bilevel problem (Terris & Moreau, eq. 1-2).
+
+All data terms are mean squared errors (averaged over batch and pixels), so that the same
+``lr`` and ``lam`` work across image sizes and batch sizes.
+
+.. math::
+
+    \mathcal{L}_{\mathrm{sup}}(f_\phi) = \operatorname{mean} \|f_\phi(y, A) - x\|^2, \qquad
+    \mathcal{L}_{\mathrm{uns}}(f_\phi) = \operatorname{mean} \|A f_\phi(y, A) - y\|^2,
+
+and the proximal term tying the fast weights :math:`\phi` to the meta-weights :math:`\theta` is
+:math:`\frac{\lambda}{2}\|\phi - \theta\|^2` (a plain sum over all parameters).
+"""
+
+from __future__ import annotations
+
+import torch
+
+INNER_LOSSES = ("supervised", "unsupervised")
+
+
+def check_loss_name(name: str) -> str:
+    """Return ``name`` if it is a known inner loss, else raise a ``ValueError`` listing the options."""
+    if name not in INNER_LOSSES:
+        raise ValueError(
+            f"Unknown inner loss {name!r}. Use one of {INNER_LOSSES}: 'supervised' needs "
+            "ground truth x, 'unsupervised' only the measurements y (||A f(y) - y||^2)."
+        )
+    return name
+
+
+def supervised_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    r"""Mean squared error :math:`\operatorname{mean}\|\hat x - x\|^2`."""
+    if x_hat.shape != x.shape:
+        raise ValueError(
+            f"Reconstruction has shape {tuple(x_hat.shape)} but the target has shape "
+            f"{tuple(x.shape)}; check that the physics matches the images of the task."
+        )
+    return torch.mean((x_hat - x) ** 2)
+
+
+def measurement_consistency_loss(x_hat: torch.Tensor, y: torch.Tensor, physics) -> torch.Tensor:
+    r"""Unsupervised loss :math:`\operatorname{mean}\|A\hat x - y\|^2` (needs no ground truth)."""
+    y_hat = physics.A(x_hat)
+    if y_hat.shape != y.shape:
+        raise ValueError(
+            f"physics.A(x_hat) has shape {tuple(y_hat.shape)} but y has shape {tuple(y.shape)}; "
+            "y must be measurements produced by this physics."
+        )
+    return torch.mean((y_hat - y) ** 2)
+
+
+def data_loss(
+    name: str, x_hat: torch.Tensor, y: torch.Tensor, physics, x: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Inner data term by name: ``"supervised"`` (needs ``x``) or ``"unsupervised"``."""
+    check_loss_name(name)
+    if name == "supervised":
+        if x is None:
+            raise ValueError(
+                "The 'supervised' loss needs ground truth x; pass x=... or use loss='unsupervised'."
+            )
+        return supervised_loss(x_hat, x)
+    return measurement_consistency_loss(x_hat, y, physics)
+
+
+def proximal_penalty(fast_params, meta_params, lam: float) -> torch.Tensor:
+    r""":math:`\frac{\lambda}{2}\sum_j\|\phi_j - \theta_j\|^2` over matching parameter lists."""
+    total = 0.0
+    for phi, theta in zip(fast_params, meta_params):
+        total = total + torch.sum((phi - theta) ** 2)
+    return 0.5 * lam * total
