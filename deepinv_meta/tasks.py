@@ -133,7 +133,8 @@ class Task:
         test_idx = torch.randint(len(self.test_data), (batch_size,), generator=rng).to(device)
         x_train, x_test = self.train_data[train_idx], self.test_data[test_idx]
         if self.generator is not None:
-            self.physics.update(**self.generator.step(batch_size=batch_size, seed=seed))
+            seed_generator(self.generator, seed)
+            self.physics.update(**self.generator.step(batch_size=batch_size))
         noise = getattr(self.physics, "noise_model", None)
         if noise is not None and getattr(noise, "rng", None) is not None:
             noise.rng.manual_seed(seed)
@@ -151,11 +152,22 @@ class Task:
         )
 
 
+def seed_generator(generator, seed: int) -> None:
+    """Seed a PhysicsGenerator and, for mixtures, every generator inside it.
+
+    ``GeneratorMixture.step(seed=...)`` does not seed the generators it mixes, so we do it here.
+    """
+    generator.rng_manual_seed(seed)
+    for i, inner in enumerate(getattr(generator, "generators", None) or []):
+        seed_generator(inner, seed + 1 + i)
+
+
 def tv_target(ths: float = 0.05, n_it_max: int = 200) -> Callable:
     r"""Target map of the TV-estimation task: :math:`\operatorname{prox}_{\mathrm{ths}\,TV}(y)` (deepinv ``TVDenoiser``)."""
     tv = dinv.models.TVDenoiser(n_it_max=n_it_max, crit=1e-4)
 
     def target(x, y):
+        tv.restart = True  # TVDenoiser warm-starts from its previous call otherwise (hidden state)
         return tv(y, ths=ths)
 
     return target

@@ -1,8 +1,11 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
 
 # Offline data (weights, image sets) for the tests that need them; they skip when it is absent.
 _SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -18,8 +21,6 @@ def _deterministic():
 
 @pytest.fixture
 def small_tasks():
-    from deepinv_meta.tasks import meta_prior_tasks
+    from helpers import make_small_tasks
 
-    g = torch.Generator().manual_seed(0)
-    images = torch.nn.functional.avg_pool2d(torch.rand(24, 1, 32, 32, generator=g), 3, 1, 1)
-    return meta_prior_tasks(images[:, :, :16, :16], images[:6, :, 16:, 16:], blur_psf_size=5)
+    return make_small_tasks()

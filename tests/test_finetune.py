@@ -1,0 +1,52 @@
+"""finetune(): adapts a copy, never the meta-model; works under no_grad; clear errors."""
+
+import deepinv as dinv
+import pytest
+import torch
+
+from deepinv_meta import MetaPDNet, finetune
+
+
+def sr_problem():
+    physics = dinv.physics.Downsampling(img_size=(1, 16, 16), factor=2, filter="bicubic")
+    x = torch.nn.functional.avg_pool2d(torch.rand(4, 1, 16, 16), 3, 1, 1)
+    return physics, x, physics(x)
+
+
+@pytest.mark.parametrize("loss", ["unsupervised", "supervised"])
+def test_finetune_improves_its_loss_and_leaves_the_meta_model_alone(loss):
+    physics, x, y = sr_problem()
+    model = MetaPDNet(depth=4, channels=8)
+    before = [p.detach().clone() for p in model.parameters()]
+    adapted, losses = finetune(model, physics, y, x=x, steps=15, loss=loss, lr=1e-2, return_losses=True)
+    assert losses[-1] < losses[0]
+    for a, b in zip(before, model.parameters()):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), adapted.parameters()))
+    assert isinstance(adapted, MetaPDNet) and adapted(y, physics).shape == x.shape
+
+
+def test_finetune_works_under_no_grad_like_dinv_test():
+    physics, x, y = sr_problem()
+    with torch.no_grad():
+        adapted = finetune(MetaPDNet(depth=2, channels=4), physics, y, steps=2)
+    assert any(p.requires_grad for p in adapted.parameters())
+
+
+def test_finetune_with_minibatches():
+    physics, x, y = sr_problem()
+    adapted = finetune(MetaPDNet(depth=2, channels=4), physics, y, x=x, steps=3, loss="supervised", batch_size=2)
+    assert adapted(y, physics).shape == x.shape
+
+
+def test_finetune_bad_inputs():
+    physics, x, y = sr_problem()
+    model = MetaPDNet(depth=2, channels=4)
+    with pytest.raises(ValueError, match="ground truth"):
+        finetune(model, physics, y, loss="supervised")
+    with pytest.raises(ValueError, match="Unknown inner loss"):
+        finetune(model, physics, y, loss="mse")
+    with pytest.raises(ValueError, match="steps"):
+        finetune(model, physics, y, steps=-1)
+    with pytest.raises(ValueError, match="samples"):
+        finetune(model, physics, y, x=x[:2], loss="supervised")

@@ -1,0 +1,138 @@
+"""MetaTrainer: checkpoint/resume, non-finite guards, configuration errors, and a real training run."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from deepinv_meta import MetaPDNet, MetaTrainer, NonFiniteLossError, load
+from deepinv_meta.io import safe_load
+
+
+from helpers import make_trainer
+
+
+def test_checkpoint_resume_is_identical_to_an_uninterrupted_run(small_tasks, tmp_path):
+    straight = make_trainer(small_tasks)
+    straight.train(steps=6)
+
+    first = make_trainer(small_tasks, checkpoint=tmp_path / "run.pt", checkpoint_every=1)
+    first.train(steps=3)
+    del first  # the "kill": nothing but the checkpoint file survives
+    resumed = make_trainer(small_tasks, checkpoint=tmp_path / "run.pt")
+    assert resumed.step == 3 and len(resumed.history) == 3
+    resumed.train(steps=6)
+
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    state_a, state_b = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    for key in state_a:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(state_a[key][name], state_b[key][name], rtol=0, atol=0)
+    assert [r["outer_loss"] for r in straight.history] == [r["outer_loss"] for r in resumed.history]
+
+
+def test_resume_after_killing_the_process(small_tasks, tmp_path):
+    """A real SIGKILL in the middle of training: the checkpoint on disk is whole and resumable."""
+    script = f"""
+import sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from helpers import make_small_tasks, make_trainer
+trainer = make_trainer(make_small_tasks(), checkpoint={str(tmp_path / 'run.pt')!r}, checkpoint_every=1)
+trainer.train(steps=10_000)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "run.pt").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.kill()
+    proc.wait()
+    state = safe_load(tmp_path / "run.pt")
+    assert state["step"] >= 1
+    resumed = make_trainer(small_tasks, checkpoint=tmp_path / "run.pt")
+    assert resumed.step == state["step"]
+    resumed.train(steps=resumed.step + 1)
+    assert resumed.step == state["step"] + 1
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_checkpoint_loads_as_a_model(small_tasks, tmp_path):
+    trainer = make_trainer(small_tasks, checkpoint=tmp_path / "run.pt")
+    trainer.train(steps=1)
+    model = load(tmp_path / "run.pt")
+    for a, b in zip(model.parameters(), trainer.model.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_resume_with_a_different_configuration_is_refused(small_tasks, tmp_path):
+    make_trainer(small_tasks, checkpoint=tmp_path / "run.pt").train(steps=1)
+    with pytest.raises(ValueError, match="different configuration"):
+        make_trainer(small_tasks, checkpoint=tmp_path / "run.pt", inner_steps=3)
+
+
+def test_non_finite_outer_loss_never_updates_the_meta_weights(small_tasks):
+    trainer = make_trainer(small_tasks, max_skipped=3)
+    poisoned = small_tasks[0]
+    poisoned.target = lambda x, y: x * float("nan")  # outer loss of this task becomes NaN
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    record = trainer.outer_step()
+    assert record["skipped"] and "outer loss" in record["error"]
+    for a, b in zip(before, trainer.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    with pytest.raises(NonFiniteLossError, match="consecutive"):
+        trainer.train(steps=10)
+
+
+def test_non_finite_inner_loss_is_reported(small_tasks):
+    trainer = make_trainer(small_tasks, inner_lr=1e30, inner_optimizer="sgd", max_skipped=100)
+    record = trainer.outer_step()
+    assert record["skipped"]
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(inner_loss="l1"), "Unknown inner loss"),
+        (dict(inner_steps=-1), "inner steps"),
+        (dict(inner_optimizer="rmsprop"), "Unknown inner optimizer"),
+        (dict(lam=-1.0), "lam"),
+        (dict(batch_size=0), "batch_size"),
+    ],
+)
+def test_bad_configuration_errors(small_tasks, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_trainer(small_tasks, **kwargs)
+
+
+def test_train_rejects_negative_steps(small_tasks):
+    with pytest.raises(ValueError, match="steps"):
+        make_trainer(small_tasks).train(steps=-2)
+
+
+def test_two_minute_cpu_run_lowers_the_outer_loss():
+    """Real meta-training on patches of scikit-image's images; the held-out outer loss must drop."""
+    from deepinv_meta.data import embedded_images, extract_patches
+    from deepinv_meta.tasks import meta_prior_tasks
+
+    torch.manual_seed(0)
+    tasks = meta_prior_tasks(extract_patches(embedded_images(), 32), seed=0)
+    trainer = MetaTrainer(
+        MetaPDNet(depth=8, channels=16), tasks, inner_loss="unsupervised", inner_steps=1, inner_lr=1e-3,
+        outer_lr=5e-3, batch_size=4, progress=False, device="cpu",
+    )
+    before = trainer.evaluate(episodes=3)
+    trainer.train(steps=10_000, max_time=110)
+    after = trainer.evaluate(episodes=3)
+    mean_before = sum(v["adapted"] for v in before.values()) / len(before)
+    mean_after = sum(v["adapted"] for v in after.values()) / len(after)
+    print(f"\n{trainer.step} outer steps; held-out outer loss {mean_before:.4e} -> {mean_after:.4e}")
+    for name in before:
+        print(f"  {name:14s} {before[name]['adapted']:.4e} -> {after[name]['adapted']:.4e}")
+    assert trainer.step >= 20
+    assert mean_after < 0.8 * mean_before
