@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..losses import proximal_penalty
-from .optimizers import make_optimizer
+from .optimizers import check_optimizer_name, make_optimizer
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -109,7 +109,7 @@ class InnerLoop(nn.Module):
                 "learn_lr=True needs second-order meta-gradients: first-order MAML gives the "
                 "learning rates no gradient. Use first_order=False."
             )
-        make_optimizer(optimizer, [torch.zeros(1, requires_grad=True)], lr)  # validates the name
+        check_optimizer_name(optimizer)
         self.steps = steps
         self.lr = lr
         self.optimizer = optimizer

@@ -47,7 +47,7 @@ class DifferentiableAdam(DifferentiableOptimizer):
     >>> model = torch.nn.Linear(2, 1)
     >>> opt = torch.optim.Adam(model.parameters(), lr=0.1)
     >>> with higher.innerloop_ctx(model, opt, copy_initial_weights=False) as (fmodel, diffopt):
-    ...     diffopt.step(fmodel(torch.ones(1, 2)).pow(2).sum())
+    ...     _ = diffopt.step(fmodel(torch.ones(1, 2)).pow(2).sum())
     ...     type(diffopt).__name__
     'DifferentiableAdam'
     """
@@ -83,10 +83,13 @@ class DifferentiableAdam(DifferentiableOptimizer):
 higher.register_optim(torch.optim.Adam, DifferentiableAdam)
 
 
+def check_optimizer_name(name: str) -> str:
+    """Return ``name`` if it is a known inner optimizer, else raise a ``ValueError`` listing them."""
+    if name not in INNER_OPTIMIZERS:
+        raise ValueError(f"Unknown inner optimizer {name!r}; use one of {tuple(INNER_OPTIMIZERS)}.")
+    return name
+
+
 def make_optimizer(name: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
     """A torch optimizer by name (``"adam"`` or ``"sgd"``), used as the template of the inner loop."""
-    if name not in INNER_OPTIMIZERS:
-        raise ValueError(
-            f"Unknown inner optimizer {name!r}; use one of {tuple(INNER_OPTIMIZERS)}."
-        )
-    return INNER_OPTIMIZERS[name](params, lr=lr, **kwargs)
+    return INNER_OPTIMIZERS[check_optimizer_name(name)](params, lr=lr, **kwargs)

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure and print, with their configuration and machine."""
