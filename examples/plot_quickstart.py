@@ -46,7 +46,8 @@ plt.tight_layout()
 # %%
 # Unsupervised adaptation to super-resolution
 # -------------------------------------------
-# Fine-tuning only sees low-resolution measurements of the test image itself.
+# Fine-tuning only sees low-resolution measurements of the test image itself (bicubic
+# anti-aliasing then decimation; ``deepinv-meta demo`` uses plain decimation, as the paper).
 
 x = center_crop(embedded_images(("camera",))[0], 128)[None].to(device)
 physics = dinv.physics.Downsampling(img_size=(1, 128, 128), factor=2, filter="bicubic", device=device)
@@ -56,6 +57,6 @@ adapted = finetune(trainer.model, physics, y, steps=30, loss="unsupervised", lr=
 psnr = dinv.loss.metric.PSNR()
 with torch.no_grad():
     images = [physics.A_adjoint(y), trainer.model(y, physics), adapted(y, physics), x]
-titles = ["A^T y", "meta-model", "fine-tuned (unsup.)", "ground truth"]
+titles = ["A^T y", "meta", "fine-tuned", "truth"]
 titles = [f"{t}\n{psnr(im.clamp(0, 1), x).item():.2f} dB" if i < 3 else t for i, (t, im) in enumerate(zip(titles, images))]
 dinv.utils.plot(images, titles=titles)
