@@ -210,8 +210,13 @@ class MetaTrainer:
 
     def _guarded_update(self) -> None:
         """Optimizer step that is undone if it would write a non-finite value into the weights."""
+        # Snapshots cost one copy of the meta-parameters and Adam moments: small next to the
+        # second-order backward pass of the step.
         before = [p.detach().clone() for p in self.meta_params]
-        state = {k: {n: v.clone() if torch.is_tensor(v) else v for n, v in s.items()} for k, s in self.optimizer.state.items()}
+        state = {
+            key: {name: v.clone() if torch.is_tensor(v) else v for name, v in values.items()}
+            for key, values in self.optimizer.state.items()
+        }
         self.optimizer.step()
         if all(torch.isfinite(p).all() for p in self.meta_params):
             return
