@@ -47,6 +47,9 @@ class Task:
         physics fixed.
     :param Callable target: ``target(x, y) -> t``, the quantity to recover (default: ``x``). E.g. the
         TV-estimation task uses ``target = prox_TV(y)``.
+    :param bool per_sample_operators: draw operator parameters for every image of a batch (default),
+        or one operator shared by the whole episode (a task is then exactly one operator :math:`A_i`,
+        as in the linear theory of Meta-Prior).
 
     :Examples:
 
@@ -69,6 +72,7 @@ class Task:
         *,
         generator=None,
         target: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        per_sample_operators: bool = True,
     ):
         if not isinstance(physics, dinv.physics.Physics):
             raise TypeError(
@@ -82,6 +86,7 @@ class Task:
         self.physics = physics
         self.generator = generator
         self.target = target
+        self.per_sample_operators = per_sample_operators
         self.train_data = as_image_batch(train_data, f"Task {name!r} train_data")
         self.test_data = as_image_batch(test_data, f"Task {name!r} test_data")
         if self.train_data.shape[1:] != self.test_data.shape[1:]:
@@ -134,7 +139,8 @@ class Task:
         x_train, x_test = self.train_data[train_idx], self.test_data[test_idx]
         if self.generator is not None:
             seed_generator(self.generator, seed)
-            self.physics.update(**self.generator.step(batch_size=batch_size))
+            draws = batch_size if self.per_sample_operators else 1  # 1: broadcast over the batch
+            self.physics.update(**self.generator.step(batch_size=draws))
         noise = getattr(self.physics, "noise_model", None)
         if noise is not None and getattr(noise, "rng", None) is not None:
             noise.rng.manual_seed(seed)

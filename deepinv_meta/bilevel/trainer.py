@@ -10,6 +10,7 @@ r"""MetaTrainer: the outer loop of the bilevel problem (Terris & Moreau, eq. 2).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -53,6 +54,8 @@ class MetaTrainer:
     :param bool first_order: first-order MAML.
     :param bool learn_inner_lr: learn one inner learning rate per inner step.
     :param float outer_lr: Adam learning rate of the meta-weights.
+    :param int outer_lr_decay_steps: if set, the outer learning rate follows a cosine decay from
+        ``outer_lr`` to 0 over this many steps (a function of the step only, so resuming is exact).
     :param int batch_size: images per train/test batch of each episode.
     :param str device: ``"cuda"``/``"cpu"``; default CUDA when available.
     :param int seed: seeds every episode (step ``k`` always sees the same episodes, so resuming
@@ -88,6 +91,7 @@ class MetaTrainer:
         first_order: bool = False,
         learn_inner_lr: bool = False,
         outer_lr: float = 1e-3,
+        outer_lr_decay_steps: int | None = None,
         batch_size: int = 8,
         device=None,
         seed: int = 0,
@@ -122,6 +126,8 @@ class MetaTrainer:
         ).to(self.device)
         self.meta_params = list(self.model.parameters()) + list(self.inner.parameters())
         self.optimizer = torch.optim.Adam(self.meta_params, lr=outer_lr)
+        self.outer_lr = outer_lr
+        self.outer_lr_decay_steps = outer_lr_decay_steps
         self.batch_size = batch_size
         self.seed = seed
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
@@ -149,11 +155,20 @@ class MetaTrainer:
             "lam": inner.lam,
             "first_order": inner.first_order,
             "learn_inner_lr": inner.learn_lr,
+            "outer_lr": self.outer_lr,
+            "outer_lr_decay_steps": self.outer_lr_decay_steps,
             "batch_size": self.batch_size,
             "seed": self.seed,
             "tasks": [t.name for t in self.tasks],
             "model": type(self.model).__name__,
         }
+
+    def current_outer_lr(self) -> float:
+        """Outer learning rate of the coming step (cosine decay when ``outer_lr_decay_steps`` is set)."""
+        if not self.outer_lr_decay_steps:
+            return self.outer_lr
+        progress = min(self.step / self.outer_lr_decay_steps, 1.0)
+        return 0.5 * self.outer_lr * (1 + math.cos(math.pi * progress))
 
     def episode_seed(self, step: int, task_index: int) -> int:
         """Seed of the episode of task ``task_index`` at outer step ``step``."""
@@ -187,6 +202,8 @@ class MetaTrainer:
                     record["inner_first"][task.name] = result.losses[0]
                     record["inner_last"][task.name] = result.losses[-1]
             self._check_gradients()
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.current_outer_lr()
             if self.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.meta_params, self.grad_clip)
             self._guarded_update()

@@ -1,0 +1,86 @@
+r"""Analytic Bayes estimator of a Gaussian signal from noiseless linear measurements (Meta-Prior, Lemma 3.2)."""
+
+from __future__ import annotations
+
+import math
+
+import deepinv as dinv
+import torch
+
+
+def operator_matrix(physics, img_size) -> torch.Tensor:
+    """The matrix :math:`A \\in \\mathbb{R}^{m \\times n}` of a linear deepinv physics, column by column.
+
+    Meant for small images (the theory experiments): it applies ``physics.A`` to the ``n`` basis images.
+    """
+    n = math.prod(img_size)
+    basis = torch.eye(n).reshape(n, *img_size)
+    with torch.no_grad():
+        columns = physics.A(basis)
+    return columns.reshape(n, -1).T
+
+
+def kernel_image_bases(A: torch.Tensor, rtol: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Orthonormal bases :math:`(V_{\mathrm{Im}}, V_{\mathrm{Ker}})` of :math:`\mathrm{Im}(A^\top)` and :math:`\mathrm{Ker}(A)`."""
+    _, s, vh = torch.linalg.svd(A, full_matrices=True)
+    rank = int((s > rtol * s.max()).sum()) if s.numel() else 0
+    return vh[:rank].T, vh[rank:].T
+
+
+def gaussian_bayes_estimator(A: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor):
+    r"""Bayes estimator :math:`\hat x(y) = W y + b = \mathbb{E}[x \mid y]` for :math:`x \sim \mathcal{N}(\mu, \Sigma)`, :math:`y = Ax`.
+
+    Following Lemma 3.2 of Terris & Moreau, in coordinates of :math:`\mathrm{Im}(A^\top) \oplus \mathrm{Ker}(A)`:
+
+    .. math::
+
+        \hat x_{\mathrm{Im}} = (A^\dagger y)_{\mathrm{Im}}, \qquad
+        \hat x_{\mathrm{Ker}} = \mu_{\mathrm{Ker}} + \Sigma_{\mathrm{Ker},\mathrm{Im}}\,\Sigma_{\mathrm{Im}}^{-1}
+        \big((A^\dagger y)_{\mathrm{Im}} - \mu_{\mathrm{Im}}\big).
+
+    :param torch.Tensor A: operator matrix ``(m, n)``.
+    :param torch.Tensor mu: mean ``(n,)``.
+    :param torch.Tensor sigma: covariance ``(n, n)``, positive definite on :math:`\mathrm{Im}(A^\top)`.
+    :return: ``(W, b)`` with ``W`` of shape ``(n, m)`` and ``b`` of shape ``(n,)``.
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_meta.models.bayes import gaussian_bayes_estimator
+    >>> sigma = torch.tensor([[1.0, 0.8], [0.8, 1.0]])
+    >>> A = torch.tensor([[1.0, 0.0]])  # observe the first coordinate only
+    >>> W, b = gaussian_bayes_estimator(A, torch.zeros(2), sigma)
+    >>> W.squeeze().tolist()  # x2 is predicted as 0.8 * x1
+    [1.0, 0.800000011920929]
+    """
+    v_im, v_ker = kernel_image_bases(A)
+    pinv_im = v_im.T @ torch.linalg.pinv(A)  # (A^+ y) in Im coordinates, as a map of y
+    sigma_im = v_im.T @ sigma @ v_im
+    sigma_ker_im = v_ker.T @ sigma @ v_im
+    regression = torch.linalg.solve(sigma_im, sigma_ker_im.T).T  # Sigma_{Ker,Im} Sigma_Im^{-1}
+    W = v_im @ pinv_im + v_ker @ regression @ pinv_im
+    b = v_ker @ (v_ker.T @ mu - regression @ (v_im.T @ mu))
+    return W, b
+
+
+class GaussianBayesEstimator(dinv.models.Reconstructor):
+    r"""Reconstructor returning :math:`\mathbb{E}[x \mid y, A]` for a Gaussian prior (Lemma 3.2).
+
+    The operator matrix is built from ``physics`` at call time, so keep images small.
+
+    :param torch.Tensor mu: prior mean, shape ``img_size`` or flat.
+    :param torch.Tensor sigma: prior covariance ``(n, n)``.
+    :param tuple img_size: image shape ``(C, H, W)``.
+    """
+
+    def __init__(self, mu: torch.Tensor, sigma: torch.Tensor, img_size):
+        super().__init__()
+        self.img_size = tuple(img_size)
+        self.register_buffer("mu", mu.reshape(-1).clone())
+        self.register_buffer("sigma", sigma.clone())
+
+    def forward(self, y: torch.Tensor, physics, **kwargs) -> torch.Tensor:
+        A = operator_matrix(physics, self.img_size).to(self.sigma)
+        W, b = gaussian_bayes_estimator(A, self.mu, self.sigma)
+        x_hat = y.reshape(len(y), -1).to(W) @ W.T + b  # in the prior's precision
+        return x_hat.to(y.dtype).reshape(len(y), *self.img_size)

@@ -1,0 +1,67 @@
+"""Lemma 3.2 (Bayes estimator), the toy setup, and trainer features it relies on."""
+
+import deepinv as dinv
+import pytest
+import torch
+
+from deepinv_meta import MetaTrainer
+from deepinv_meta.models.bayes import GaussianBayesEstimator, gaussian_bayes_estimator, operator_matrix
+from deepinv_meta.toy import SquareHoleMaskGenerator, hole_corners, mask_of, sample_images, smooth_covariance, toy_task
+
+
+def test_lemma_32_matches_the_conditional_gaussian_formula():
+    g = torch.Generator().manual_seed(0)
+    L = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    sigma = L @ L.T + 0.1 * torch.eye(6, dtype=torch.float64)
+    mu = torch.randn(6, generator=g, dtype=torch.float64)
+    A = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    W, b = gaussian_bayes_estimator(A, mu, sigma)
+    gain = sigma @ A.T @ torch.linalg.inv(A @ sigma @ A.T)  # E[x|y] = mu + gain (y - A mu)
+    torch.testing.assert_close(W, gain, rtol=0, atol=1e-10)
+    torch.testing.assert_close(b, mu - gain @ A @ mu, rtol=0, atol=1e-10)
+
+
+def test_bayes_estimator_beats_perturbations_in_mse():
+    size = 4
+    sigma = smooth_covariance(size)
+    mu = torch.zeros(size * size, dtype=torch.float64)
+    x = sample_images(20000, mu, sigma, size, seed=0)
+    physics = dinv.physics.Inpainting(img_size=(1, size, size), mask=mask_of((1, 1), size, 2))
+    bayes = GaussianBayesEstimator(mu, sigma, (1, size, size))
+    y = physics(x)
+    x_hat = bayes(y, physics)
+    assert x_hat.dtype == y.dtype
+    mse = ((x_hat - x) ** 2).mean()
+    W, _ = gaussian_bayes_estimator(operator_matrix(physics, (1, size, size)).double(), mu, sigma)
+    perturbed = W + 0.05 * torch.randn(W.shape, generator=torch.Generator().manual_seed(1), dtype=W.dtype)
+    mse_perturbed = ((y.reshape(len(y), -1).double() @ perturbed.T - x.reshape(len(x), -1)) ** 2).mean()
+    assert mse < mse_perturbed
+    assert mse < 0.5 * (x**2).mean()  # it does predict the hidden pixels
+
+
+def test_toy_masks_and_areas():
+    train, test = hole_corners(8, 3)
+    assert test == [(5, 5)] and test[0] not in train and len(train) == 35
+    gen = SquareHoleMaskGenerator((1, 8, 8), 3, train, rng=torch.Generator().manual_seed(0))
+    masks = gen.step(4)["mask"]
+    assert masks.shape == (4, 1, 8, 8) and ((masks == 0).sum(dim=(1, 2, 3)) == 9).all()
+
+
+def test_shared_operator_episodes_use_one_mask():
+    sigma = smooth_covariance(4)
+    images = sample_images(16, torch.zeros(16, dtype=torch.float64), sigma, 4)
+    task = toy_task("t", hole_corners(4, 2)[0], images, images, hole=2)
+    episode = task.episode(batch_size=5, seed=0)
+    assert episode.physics.mask.shape[0] == 1  # one operator broadcast over the batch
+
+
+def test_cosine_outer_lr_decay(small_tasks):
+    from helpers import make_trainer
+
+    trainer = make_trainer(small_tasks, outer_lr=1e-2, outer_lr_decay_steps=4)
+    lrs = []
+    for _ in range(5):
+        lrs.append(trainer.current_outer_lr())
+        trainer.outer_step()
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(lrs[-1])
+    assert lrs[0] == pytest.approx(1e-2) and lrs[2] == pytest.approx(5e-3) and lrs[4] == pytest.approx(0.0)
