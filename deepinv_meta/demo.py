@@ -96,17 +96,15 @@ def run_demo(
     sr_ft = dinv.physics.Downsampling(img_size=(1, 64, 64), factor=factor, filter=None, device=device)
     y_ft = sr_ft(x_ft)
 
-    rows = [("adjoint A^T y", Adjoint()), ("bicubic upsampling", Bicubic(factor)), ("meta-model, no fine-tuning", trainer.model)]
-    for loss in ("unsupervised", "supervised"):
-        adapted = finetune(trainer.model, sr_ft, y_ft, x=x_ft, steps=finetune_steps, loss=loss, lr=1e-3,
-                           progress=sys.stderr.isatty())
-        rows.append((f"meta-model + {finetune_steps} {loss} steps", adapted))
     torch.manual_seed(seed + 1)
     scratch = MetaPDNet(depth=depth, channels=channels).to(device)
-    rows.append(("random init, no fine-tuning", scratch))
-    for loss in ("unsupervised", "supervised"):
-        adapted = finetune(scratch, sr_ft, y_ft, x=x_ft, steps=finetune_steps, loss=loss, lr=1e-3)
-        rows.append((f"random init + {finetune_steps} {loss} steps", adapted))
+    rows = [("adjoint A^T y", Adjoint()), ("bicubic upsampling", Bicubic(factor))]
+    for label, start in (("meta-model", trainer.model), ("random init", scratch)):
+        rows.append((f"{label}, no fine-tuning", start))
+        for loss in ("unsupervised", "supervised"):
+            adapted = finetune(start, sr_ft, y_ft, x=x_ft, steps=finetune_steps, loss=loss, lr=1e-3,
+                               progress=sys.stderr.isatty())
+            rows.append((f"{label} + {finetune_steps} {loss} steps", adapted))
 
     table = []
     print(f"\nUnseen task: noiseless SR x{factor} (decimation), test = {size}x{size} crops of {', '.join(TEST_IMAGES)} "
