@@ -1,4 +1,4 @@
-"""Command line: ``deepinv-meta demo``."""
+"""Command line: ``deepinv-meta demo`` and ``deepinv-meta benchmark NAME``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--finetune-steps", type=int, default=50, help="fine-tuning steps (default 50)")
     demo.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     demo.add_argument("--seed", type=int, default=0)
+    bench = commands.add_parser("benchmark", help="reproduce a paper's experiments at CPU scale (results.json, table.md, figures)")
+    bench.add_argument("name", choices=sorted(BENCHMARKS), help="which paper")
+    bench.add_argument("--quick", action="store_true", help="small configuration (< 10 min on CPU)")
+    bench.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    bench.add_argument("--data-root", default=None, help="offline data folder (default: $DEEPINV_META_DATA)")
+    bench.add_argument("--out", default=None, help="output folder (default: benchmark-results/NAME[-quick])")
+    bench.add_argument("--part", choices=("all", "imaging", "toy"), default="all",
+                       help="meta-prior only: imaging experiments, the Gaussian toy, or both (default)")
+    bench.add_argument("--seed", type=int, default=0)
     return parser
+
+
+# name -> module under deepinv_meta.benchmarks with run(quick, device, root, out, seed)
+BENCHMARKS = {"meta-prior": "meta_prior"}
 
 
 def main(argv=None) -> int:
@@ -31,6 +44,32 @@ def main(argv=None) -> int:
             return 2
         run_demo(minutes=args.minutes, depth=args.depth, channels=args.channels,
                  finetune_steps=args.finetune_steps, device=args.device, seed=args.seed)
+    elif args.command == "benchmark":
+        return run_benchmark(args)
+    return 0
+
+
+def run_benchmark(args) -> int:
+    import importlib
+    from pathlib import Path
+
+    from .data import data_root
+
+    out = Path(args.out or f"benchmark-results/{args.name}{'-quick' if args.quick else ''}")
+    try:
+        root = data_root(args.data_root)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.name == "meta-prior" and args.part in ("all", "toy"):
+        from .benchmarks import gaussian_toy
+
+        gaussian_toy.run(quick=args.quick, out=out / "gaussian_toy", seed=args.seed, verbose=True)
+        if args.part == "toy":
+            return 0
+    module = importlib.import_module(f".benchmarks.{BENCHMARKS[args.name]}", __package__)
+    module.run(quick=args.quick, device=args.device, root=root, out=out, seed=args.seed)
+    print(f"results written to {out}/ (results.json, table.md, figures, checkpoints)")
     return 0
 
 

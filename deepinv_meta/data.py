@@ -125,3 +125,24 @@ def load_image_folder(folder: str | os.PathLike, grey: bool = True, limit: int |
         tensor = torch.from_numpy(array.astype(np.float32) / 255.0)
         images.append(tensor[None] if grey else tensor.permute(2, 0, 1))
     return images
+
+
+def load_knee_slices(root: str | os.PathLike | None = None, patients=range(1, 11)) -> torch.Tensor:
+    r"""Fully sampled knee MRI slices (``mri/knee/P<k>/knee-fully-sampled-reference.npy``) as complex images.
+
+    Each magnitude slice is scaled to a maximum of 1 and returned as deepinv's two-channel
+    (real, imaginary) layout with a zero imaginary part: shape ``(N, 2, 320, 256)``.
+
+    :param root: data root (default ``$DEEPINV_META_DATA``).
+    :param patients: patient numbers, e.g. ``range(1, 6)`` for P1-P5.
+    """
+    folder = data_root(root) / "mri" / "knee"
+    slices = []
+    for k in patients:
+        path = folder / f"P{k}" / "knee-fully-sampled-reference.npy"
+        if not path.is_file():
+            raise FileNotFoundError(f"knee slice {path} not found (expected the offline data layout mri/knee/P1..P10).")
+        magnitude = torch.from_numpy(np.load(path).astype(np.float32))
+        magnitude = magnitude / magnitude.max()
+        slices.append(torch.stack([magnitude, torch.zeros_like(magnitude)]))
+    return torch.stack(slices)

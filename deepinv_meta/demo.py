@@ -15,6 +15,7 @@ import time
 import deepinv as dinv
 import torch
 
+from .baselines import Adjoint, Bicubic
 from .bilevel import MetaTrainer, finetune
 from .bilevel.trainer import default_device
 from .data import center_crop, embedded_images, extract_patches
@@ -30,28 +31,6 @@ def psnr_stats(model, physics, x, y) -> tuple[float, float]:
     with torch.no_grad():
         values = dinv.loss.metric.PSNR()(model(y, physics).clamp(0, 1), x)
     return values.mean().item(), values.std().item() if len(values) > 1 else 0.0
-
-
-class Adjoint(dinv.models.Reconstructor):
-    """The no-learning baseline :math:`A^\\top y`."""
-
-    def forward(self, y, physics, **kwargs):
-        return physics.A_adjoint(y)
-
-
-class Bicubic(dinv.models.Reconstructor):
-    """Bicubic interpolation for decimation SR: low-resolution pixel ``j`` sits at high-resolution pixel ``factor * j``."""
-
-    def __init__(self, factor: int):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, y, physics, **kwargs):
-        h, w = y.shape[-2:]
-        rows = torch.arange(h * self.factor, device=y.device) / self.factor / max(h - 1, 1) * 2 - 1
-        cols = torch.arange(w * self.factor, device=y.device) / self.factor / max(w - 1, 1) * 2 - 1
-        grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy"), dim=-1).expand(len(y), -1, -1, -1)
-        return torch.nn.functional.grid_sample(y, grid, mode="bicubic", padding_mode="border", align_corners=True)
 
 
 def run_demo(

@@ -274,3 +274,23 @@ def meta_prior_tasks(
         ),
     )
     return [denoising, tv, deblurring, inpainting]
+
+
+def decimation(img_size: tuple, factor: int = 2, device="cpu") -> dinv.physics.Downsampling:
+    r"""Noiseless super-resolution by decimation, :math:`y = x[::f, ::f]` (the paper's SR operator).
+
+    Built as deepinv's ``Downsampling`` with a centred 3x3 delta filter and circular padding: the same
+    operator as ``Downsampling(filter=None)``, but with deepinv's closed-form ``prox_l2`` (deepinv 0.5
+    fails in ``prox_l2`` when ``filter=None``, which HQS/DPIR baselines need).
+
+    :Examples:
+
+    >>> import torch, deepinv as dinv
+    >>> from deepinv_meta.tasks import decimation
+    >>> x = torch.rand(1, 1, 8, 8)
+    >>> torch.equal(decimation((1, 8, 8))(x), x[..., ::2, ::2])
+    True
+    """
+    delta = torch.zeros(1, 1, 3, 3, device=device)
+    delta[..., 1, 1] = 1.0
+    return dinv.physics.Downsampling(img_size=img_size, factor=factor, filter=delta, padding="circular", device=device)

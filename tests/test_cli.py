@@ -4,7 +4,8 @@ import deepinv as dinv
 import torch
 
 from deepinv_meta.cli import build_parser
-from deepinv_meta.demo import Bicubic, run_demo
+from deepinv_meta.baselines import Bicubic
+from deepinv_meta.demo import run_demo
 
 
 def test_demo_runs_end_to_end_and_prints_the_table(capsys):
@@ -25,3 +26,18 @@ def test_bicubic_baseline_is_consistent_with_decimation():
 def test_cli_parses_demo_options():
     args = build_parser().parse_args(["demo", "--minutes", "0.5", "--depth", "4"])
     assert args.command == "demo" and args.minutes == 0.5 and args.depth == 4
+
+
+def test_benchmark_without_data_root_names_the_variable(monkeypatch, capsys, tmp_path):
+    from deepinv_meta.cli import main
+
+    monkeypatch.delenv("DEEPINV_META_DATA", raising=False)
+    assert main(["benchmark", "meta-prior", "--quick", "--out", str(tmp_path)]) == 2
+    assert "DEEPINV_META_DATA" in capsys.readouterr().err
+
+
+def test_benchmark_rejects_unknown_names(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["benchmark", "no-such-paper"])

@@ -50,3 +50,19 @@ def test_finetune_bad_inputs():
         finetune(model, physics, y, steps=-1)
     with pytest.raises(ValueError, match="samples"):
         finetune(model, physics, y, x=x[:2], loss="supervised")
+
+
+def test_on_step_sees_every_step_and_ends_at_the_returned_weights():
+    physics, x, y = sr_problem()
+    seen = []
+
+    def on_step(k, current):
+        with torch.no_grad():
+            seen.append((k, current(y, physics).clone()))
+
+    adapted = finetune(MetaPDNet(depth=2, channels=4), physics, y, x=x, steps=4, loss="supervised", lr=1e-2,
+                       on_step=on_step)
+    assert [k for k, _ in seen] == [1, 2, 3, 4]
+    assert not torch.equal(seen[0][1], seen[-1][1])
+    with torch.no_grad():
+        torch.testing.assert_close(seen[-1][1], adapted(y, physics))

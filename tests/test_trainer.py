@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import deepinv as dinv
 import pytest
 import torch
 
@@ -136,3 +137,12 @@ def test_two_minute_cpu_run_lowers_the_outer_loss():
         print(f"  {name:14s} {before[name]['adapted']:.4e} -> {after[name]['adapted']:.4e}")
     assert trainer.step >= 20
     assert mean_after < 0.8 * mean_before
+
+
+def test_evaluate_with_a_per_image_metric(small_tasks):
+    trainer = make_trainer(small_tasks)
+    scores = trainer.evaluate(episodes=2, metric=dinv.loss.metric.PSNR())
+    for task in small_tasks:
+        entry = scores[task.name]
+        assert set(entry) == {"meta", "adapted", "meta_std", "adapted_std"}
+        assert 0 < entry["meta"] < 100 and entry["meta_std"] >= 0

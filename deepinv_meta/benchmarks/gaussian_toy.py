@@ -57,7 +57,8 @@ def adapt_to_mask(meta, mask, images, loss: str, steps: int, lr: float, optimize
     return adapted.theta.detach()
 
 
-def run(quick: bool = False, inner_losses=("unsupervised", "supervised"), out: str | Path | None = None, seed: int = 0):
+def run(quick: bool = False, inner_losses=("unsupervised", "supervised"), out: str | Path | None = None, seed: int = 0,
+        verbose: bool = False):
     """Run the toy experiment; returns the results dict (and writes results.json/table.md/figure to ``out``)."""
     cfg = dict(QUICK if quick else FULL)
     start = time.perf_counter()
@@ -117,7 +118,17 @@ def run(quick: bool = False, inner_losses=("unsupervised", "supervised"), out: s
     }
     if out is not None:
         write_outputs(result, maps, Path(out))
+    if verbose:
+        print_summary(result)
     return result
+
+
+def print_summary(result: dict) -> None:
+    print(f"Gaussian toy ({'quick' if result['quick'] else 'full'}), config: {result['config']}")
+    print(f"machine: {result['machine']}; wall time {result['wall_time_s']:.0f} s")
+    for r in result["rows"]:
+        print(f"  {r['task']:22s} {r['method']:60s} rel. error {r['rel_error_im_to_ker']:.3f} ± {r['rel_error_std']:.3f}")
+    print(f"  Theorem 3.1: {result['theorem_3_1']}")
 
 
 def check_theorem_31(size: int, hole: int, seed: int) -> dict:
@@ -178,12 +189,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None, help="folder for results.json, table.md and the figure")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    result = run(quick=args.quick, out=args.out, seed=args.seed)
-    print(f"Gaussian toy ({'quick' if args.quick else 'full'}), config: {result['config']}")
-    print(f"machine: {result['machine']}; wall time {result['wall_time_s']:.0f} s")
-    for r in result["rows"]:
-        print(f"  {r['task']:22s} {r['method']:60s} rel. error {r['rel_error_im_to_ker']:.3f} ± {r['rel_error_std']:.3f}")
-    print(f"  Theorem 3.1: {result['theorem_3_1']}")
+    run(quick=args.quick, out=args.out, seed=args.seed, verbose=True)
 
 
 if __name__ == "__main__":

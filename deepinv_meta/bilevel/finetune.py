@@ -27,6 +27,7 @@ def finetune(
     seed: int = 0,
     progress: bool = False,
     return_losses: bool = False,
+    on_step=None,
 ):
     r"""Fine-tune a copy of ``model`` on measurements ``y`` of ``physics``; ``model`` is not modified.
 
@@ -52,6 +53,9 @@ def finetune(
     :param int seed: seed of the mini-batch sampling.
     :param bool progress: show a progress bar.
     :param bool return_losses: also return the list of inner losses.
+    :param Callable on_step: called as ``on_step(k, current)`` after step ``k`` (1-based), where
+        ``current(y, physics)`` reconstructs with the weights reached so far (fine-tuning curves in
+        one run).
     :return: the adapted copy (a reconstructor like ``model``), and the losses if asked.
 
     :Examples:
@@ -76,7 +80,10 @@ def finetune(
     adapted = copy.deepcopy(model)
     rng = torch.Generator().manual_seed(seed)
 
+    current = {}
+
     def batch_loss(fmodel, k):
+        current["model"] = fmodel
         if batch_size is None or batch_size >= y.shape[0]:
             yb, xb = y, x
         else:
@@ -85,12 +92,14 @@ def finetune(
         return data_loss(loss, fmodel(yb, physics), yb, physics, xb)
 
     bar = tqdm(total=steps, desc=f"fine-tuning ({loss})", disable=not progress, leave=False)
-    result = inner.run(
-        adapted,
-        batch_loss,
-        track_meta_grad=False,
-        callback=lambda k, value: (bar.update(1), bar.set_postfix(loss=f"{value:.3e}")),
-    )
+
+    def after_step(k, value):
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.3e}")
+        if on_step is not None:
+            on_step(k + 1, current["model"])
+
+    result = inner.run(adapted, batch_loss, track_meta_grad=False, callback=after_step)
     bar.close()
     with torch.no_grad():
         for p, phi in zip(adapted.parameters(), result.params):

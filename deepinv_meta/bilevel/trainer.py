@@ -286,22 +286,37 @@ class MetaTrainer:
         return self.history
 
     @torch.no_grad()
-    def evaluate(self, episodes: int = 2, seed: int = 10**9) -> dict:
-        """Mean outer loss per task on fixed held-out episodes, for the meta-model and the adapted model.
+    def evaluate(self, episodes: int = 2, seed: int = 10**9, metric=None) -> dict:
+        """Score the meta-model and the adapted (inner) model per task on fixed held-out episodes.
 
-        :return: ``{task: {"meta": mse, "adapted": mse}}`` (episodes drawn with seeds from ``seed``,
-            disjoint from training seeds for any realistic run length).
+        :param int episodes: episodes per task, drawn with seeds from ``seed`` (disjoint from the
+            training seeds for any realistic run length).
+        :param Callable metric: ``metric(x_hat, target)`` per image (e.g. ``deepinv.loss.metric.PSNR()``);
+            default: the outer loss (MSE) of each episode.
+        :return: ``{task: {"meta": mean, "adapted": mean, "meta_std": std, "adapted_std": std}}``.
         """
         self.model.eval()
+
+        def score(x_hat, target):
+            if metric is None:
+                return [supervised_loss(x_hat, target).item()]
+            return metric(x_hat, target).flatten().tolist()
+
         scores = {}
         for i, task in enumerate(self.tasks):
-            meta, adapted = [], []
+            values = {"meta": [], "adapted": []}
             for e in range(episodes):
                 episode = task.episode(self.batch_size, seed=seed + 101 * e + i)
-                meta.append(supervised_loss(self.model(episode.y_test, episode.physics), episode.target_test).item())
+                with torch.no_grad():
+                    values["meta"] += score(self.model(episode.y_test, episode.physics), episode.target_test)
                 result = self.adapt(episode, track_meta_grad=False)
-                adapted.append(supervised_loss(result(episode.y_test, episode.physics), episode.target_test).item())
-            scores[task.name] = {"meta": sum(meta) / episodes, "adapted": sum(adapted) / episodes}
+                with torch.no_grad():
+                    values["adapted"] += score(result(episode.y_test, episode.physics), episode.target_test)
+            scores[task.name] = {}
+            for key, vals in values.items():
+                vals = torch.tensor(vals)
+                scores[task.name][key] = vals.mean().item()
+                scores[task.name][f"{key}_std"] = vals.std().item() if len(vals) > 1 else 0.0
         return scores
 
     # ------------------------------------------------------------------ checkpoints

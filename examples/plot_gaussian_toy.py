@@ -1,0 +1,82 @@
+"""
+Meta-Prior's linear-Gaussian toy: what does a meta-learned linear map learn?
+============================================================================
+
+Section 3 of Meta-Prior (Terris & Moreau): images are Gaussian, :math:`x \\sim \\mathcal N(\\mu, \\Sigma)`,
+tasks are inpainting with a square hole, and the model is linear, :math:`f_\\theta(y) = \\theta y`.
+For a given mask the best possible linear map is the Bayes estimator (Lemma 3.2): it copies the
+observed pixels and fills the hole with the conditional mean :math:`\\mathbb E[x_{Ker} | x_{Im}]`.
+
+We meta-train :math:`\\theta` over holes in area A, fine-tune it **without ground truth** on a hole in
+area B never seen during training, and compare the learned Im→Ker block with the Bayes one. We also
+check Theorem 3.1: unsupervised fine-tuning never changes the hidden-pixel rows of :math:`\\theta`.
+"""
+
+# %%
+# Data, tasks and the Bayes estimator
+# -----------------------------------
+
+import deepinv as dinv
+import matplotlib.pyplot as plt
+import torch
+
+from deepinv_meta import LinearModel, MetaTrainer
+from deepinv_meta.benchmarks.gaussian_toy import adapt_to_mask, im_to_ker, relative_error
+from deepinv_meta.models.bayes import gaussian_bayes_estimator, operator_matrix
+from deepinv_meta.toy import hole_corners, mask_of, sample_images, smooth_covariance, toy_task
+
+size, hole = 8, 3
+sigma = smooth_covariance(size, length_scale=1.0, jitter=0.1)  # correlated pixels
+mu = torch.zeros(size * size, dtype=torch.float64)
+train_images = sample_images(20_000, mu, sigma, size, seed=0)
+test_images = sample_images(50_000, mu, sigma, size, seed=1)
+train_corners, test_corners = hole_corners(size, hole)
+print(f"{len(train_corners)} training holes (area A), test hole at {test_corners[0]} (area B)")
+
+
+def bayes_map(mask):
+    physics = dinv.physics.Inpainting(img_size=(1, size, size), mask=mask)
+    return gaussian_bayes_estimator(operator_matrix(physics, (1, size, size)).double(), mu, sigma)[0].float()
+
+
+# %%
+# Meta-training (supervised inner loss, 20 inner Adam steps)
+# ----------------------------------------------------------
+
+task = toy_task("area_A", train_corners, train_images, test_images, hole, seed=0)
+trainer = MetaTrainer(LinearModel((1, size, size), init="zeros"), [task], inner_loss="supervised",
+                      inner_steps=20, inner_lr=1e-2, outer_lr=1e-2, batch_size=256, outer_lr_decay_steps=600,
+                      device="cpu", progress=False)
+trainer.train(steps=600)
+meta = trainer.model
+
+# %%
+# Unsupervised fine-tuning on the unseen hole, against the Bayes estimator
+# ------------------------------------------------------------------------
+
+panels = []
+for split, corner, loss in (("train hole", train_corners[0], "supervised"), ("unseen hole", test_corners[0], "unsupervised")):
+    mask = mask_of(corner, size, hole)
+    theta = adapt_to_mask(meta, mask, train_images[:5000], loss, steps=20, lr=1e-2)
+    W = bayes_map(mask)
+    error = relative_error(theta, W, mask)
+    kernel_rows = ~mask.flatten().bool()
+    drift = (theta[kernel_rows] - meta.theta.detach()[kernel_rows]).abs().max().item()
+    print(f"{split}: relative error of the Im->Ker block {error:.3f}; "
+          f"largest change of the hidden-pixel rows during {loss} fine-tuning: {drift:.2e}")
+    panels += [(f"learned, {split}", im_to_ker(theta, mask)), (f"Bayes, {split}", im_to_ker(W, mask))]
+
+fig, axes = plt.subplots(1, 4, figsize=(12, 3))
+for ax, (title, block) in zip(axes, panels):
+    vmax = panels[1][1].abs().max().item()
+    ax.imshow(block, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("observed pixel")
+    ax.set_ylabel("hidden pixel")
+plt.tight_layout()
+plt.show()
+
+# %%
+# Theorem 3.1 says the hidden-pixel rows of :math:`\theta` cannot move under unsupervised
+# fine-tuning (their gradient is zero), so everything the model knows about the unseen hole comes
+# from meta-training: the printed change is exactly 0 for the unseen hole.
