@@ -207,9 +207,8 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) ->
                 visuals[(task, method)] = recon
         torch.manual_seed(seed + 1)
         random_init = MetaPDNet(depth=cfg["depth"], channels=cfg["channels"]).to(device)
-        starts = {"supervised": meta_models["supervised"], "unsupervised": meta_models["unsupervised"]}
-        for loss in ("supervised", "unsupervised"):
-            for init_name, start_model in ((f"{loss} meta-model", starts[loss]), ("random init", random_init)):
+        for loss in ("supervised", "unsupervised"):  # each meta-model is fine-tuned with its own inner loss (paper)
+            for init_name, start_model in ((f"{loss} meta-model", meta_models[loss]), ("random init", random_init)):
                 curve, seconds = finetune_curve(start_model, physics_ft, y_ft, x_ft, physics_test, y_test, x_test,
                                                 loss=loss, steps=cfg["curve_steps"], cfg=cfg, magnitude=magnitude,
                                                 batch_size=cfg["finetune_batch"][task])
