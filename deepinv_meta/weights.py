@@ -62,6 +62,22 @@ def _sequential_convs(state: dict) -> list[tuple[torch.Tensor, torch.Tensor | No
     return [tuple(conv) for conv in convs]
 
 
+def _copy_noise_predictor(layers, convs) -> None:
+    """Copy folded ``convs`` into ``layers`` and negate the last one: a network predicting the noise
+    ``N(x)`` (denoised as ``x - N(x)``) becomes deepinv's residual form, which adds its output to ``x``."""
+    with torch.no_grad():
+        for layer, (weight, bias) in zip(layers, convs):
+            layer.weight.copy_(weight)
+            layer.bias.copy_(torch.zeros(weight.shape[0]) if bias is None else bias)
+        layers[-1].weight.neg_()
+        layers[-1].bias.neg_()
+
+
+def _read_state(path) -> dict:
+    state = safe_load(_check_file(path), map_location="cpu")
+    return state.get("state_dict", state)
+
+
 def _check_file(path) -> Path:
     path = Path(path).expanduser()
     if not path.is_file():
@@ -95,8 +111,10 @@ def load_dncnn(path: str | os.PathLike, device="cpu") -> dinv.models.DnCNN:
     >>> torch.allclose(dncnn(x), x - net(x), atol=1e-6)
     True
     """
-    state = safe_load(_check_file(path), map_location="cpu")
-    state = state.get("state_dict", state)
+    return _dncnn_from_state(_read_state(path), path, device)
+
+
+def _dncnn_from_state(state: dict, path, device) -> dinv.models.DnCNN:
     if any(key.startswith("in_conv.") for key in state):  # deepinv's own format
         depth = 2 + len({key.split(".")[1] for key in state if key.startswith("conv_list.")})
         channels = state["in_conv.weight"].shape[1]
@@ -111,14 +129,7 @@ def load_dncnn(path: str | os.PathLike, device="cpu") -> dinv.models.DnCNN:
     nf, in_channels = convs[0][0].shape[:2]
     model = dinv.models.DnCNN(in_channels=in_channels, out_channels=convs[-1][0].shape[0], depth=len(convs),
                               nf=nf, pretrained=None)
-    layers = [model.in_conv, *model.conv_list, model.out_conv]
-    with torch.no_grad():
-        for layer, (weight, bias) in zip(layers, convs):
-            layer.weight.copy_(weight)
-            layer.bias.copy_(torch.zeros(weight.shape[0]) if bias is None else bias)
-        # These networks predict the noise N(x) and denoise as x - N(x); deepinv's DnCNN returns out_conv + x.
-        model.out_conv.weight.neg_()
-        model.out_conv.bias.neg_()
+    _copy_noise_predictor([model.in_conv, *model.conv_list, model.out_conv], convs)
     return model.eval().to(device)
 
 
@@ -135,8 +146,10 @@ def load_ffdnet(path: str | os.PathLike, device="cpu") -> dinv.models.FFDNet:
     :param device: where to put the model.
     :return: the denoiser in evaluation mode, called as ``model(x, sigma)`` with ``sigma`` in [0, 1] units.
     """
-    state = safe_load(_check_file(path), map_location="cpu")
-    state = state.get("state_dict", state)
+    return _ffdnet_from_state(_read_state(path), path, device)
+
+
+def _ffdnet_from_state(state: dict, path, device) -> dinv.models.FFDNet:
     if any(key.startswith("blocks.") for key in state):  # deepinv's own format
         first = state["blocks.0.0.weight"]
         layers = len({key.split(".")[1] for key in state if key.startswith("blocks.")})
@@ -159,13 +172,7 @@ def load_ffdnet(path: str | os.PathLike, device="cpu") -> dinv.models.FFDNet:
     for c in range(colours):
         weight[:, 4 * (colours + c): 4 * (colours + c + 1)] = first_weight[:, c: c + 1] / 4
     convs[0] = (weight, first_bias)
-    layers = [model.blocks[0][0], *(block[0] for block in model.blocks[1:-1]), model.blocks[-1]]
-    with torch.no_grad():
-        for layer, (w, b) in zip(layers, convs):
-            layer.weight.copy_(w)
-            layer.bias.copy_(torch.zeros(w.shape[0]) if b is None else b)
-        model.blocks[-1].weight.neg_()  # IPOL predicts the noise; deepinv adds the output to x
-        model.blocks[-1].bias.neg_()
+    _copy_noise_predictor([model.blocks[0][0], *(block[0] for block in model.blocks[1:-1]), model.blocks[-1]], convs)
     return model.eval().to(device)
 
 
@@ -176,8 +183,8 @@ def load_denoiser(spec: str | os.PathLike, device="cpu") -> torch.nn.Module:
     """
     if str(spec).lower() == "drunet":
         return dinv.models.DRUNet(in_channels=1, out_channels=1, pretrained="download", device=device)
-    state = safe_load(_check_file(spec), map_location="cpu")
-    keys = " ".join(state.get("state_dict", state))
+    state = _read_state(spec)  # read once, dispatch on the key layout
+    keys = " ".join(state)
     if "intermediate_dncnn" in keys or "blocks." in keys:
-        return load_ffdnet(spec, device)
-    return load_dncnn(spec, device)
+        return _ffdnet_from_state(state, spec, device)
+    return _dncnn_from_state(state, spec, device)
