@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default=None, help="output folder (default: benchmark-results/NAME[-quick])")
     bench.add_argument("--part", choices=("all", "imaging", "toy"), default="all",
                        help="meta-prior only: imaging experiments, the Gaussian toy, or both (default)")
+    bench.add_argument("--reuse-meta-models", default=None, metavar="DIR",
+                       help="meta-prior only: skip meta-training and load meta_pdnet_*.pt from DIR (same --quick setting)")
     bench.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -68,7 +70,8 @@ def run_benchmark(args) -> int:
         if args.part == "toy":
             return 0
     module = importlib.import_module(f".benchmarks.{BENCHMARKS[args.name]}", __package__)
-    module.run(quick=args.quick, device=args.device, root=root, out=out, seed=args.seed)
+    options = {"reuse_meta_models": args.reuse_meta_models} if args.reuse_meta_models else {}
+    module.run(quick=args.quick, device=args.device, root=root, out=out, seed=args.seed, **options)
     print(f"results written to {out}/ (results.json, table.md, figures, checkpoints)")
     return 0
 

@@ -121,3 +121,67 @@ def test_learned_learning_rates_receive_meta_gradients():
     assert len(inner.step_lrs()) == 3
     with pytest.raises(ValueError, match="first_order"):
         InnerLoop(steps=2, learn_lr=True, first_order=True)
+
+
+def test_meta_sgd_and_learned_momentum_match_an_independent_implementation():
+    """Per-parameter per-step learning rates (Meta-SGD) and per-step momentum: the engine's loss and
+    meta-gradients (weights, learning rates, momenta) equal a hand-written unrolled SGD."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3).double()
+    x_in, target = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    inner = InnerLoop(steps=3, lr=0.05, optimizer="sgd", learn_lr="per_parameter", learn_momentum=True,
+                      parameters=model.parameters(), optimizer_kwargs={"momentum": 0.5}).double()
+    with torch.no_grad():  # distinct values per weight and step, so a mixed-up index would show
+        for lr in inner.log_lr:
+            lr.add_(0.3 * torch.randn_like(lr))
+        inner.momentum_logit.add_(torch.randn(3, dtype=torch.float64))
+
+    def loss_of(out):
+        return ((out - target) ** 2).mean()
+
+    result = inner.run(model, lambda f, k: loss_of(f(x_in)))
+    engine_loss = loss_of(result(x_in))
+    meta = list(model.parameters()) + list(inner.parameters())
+    engine_grads = torch.autograd.grad(engine_loss, meta)
+
+    names = [n for n, _ in model.named_parameters()]
+    params = dict(model.named_parameters())
+    buffers = {}
+    for k in range(3):
+        loss = loss_of(functional_call(model, params, (x_in,)))
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        momentum = torch.sigmoid(inner.momentum_logit[k])
+        new = {}
+        for (name, p), g, lr in zip(params.items(), grads, inner.log_lr):
+            buffers[name] = g if k == 0 else momentum * buffers[name] + g  # torch SGD, dampening 0
+            new[name] = p - lr[k].exp() * buffers[name]
+        params = new
+    reference_loss = loss_of(functional_call(model, params, (x_in,)))
+    reference_grads = torch.autograd.grad(reference_loss, meta)
+    assert names == ["weight", "bias"]
+    torch.testing.assert_close(engine_loss, reference_loss)
+    for a, b in zip(engine_grads, reference_grads):
+        torch.testing.assert_close(a, b)
+    assert len(inner.step_lrs()) == 3 and len(inner.step_momenta()) == 3
+
+
+def test_learned_settings_reject_bad_configurations():
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="needs `parameters`"):
+        InnerLoop(steps=2, learn_lr="per_parameter")
+    with pytest.raises(ValueError, match="optimizer='sgd'"):
+        InnerLoop(steps=2, optimizer="adam", learn_momentum=True)
+    with pytest.raises(ValueError, match="learn_lr must be"):
+        InnerLoop(steps=2, learn_lr="per_weight")
+    inner = InnerLoop(steps=2, optimizer="sgd", learn_lr="per_parameter", parameters=torch.nn.Linear(3, 2).parameters())
+    with pytest.raises(ValueError, match="do not match"):
+        inner.run(model, lambda f, k: f(torch.ones(1, 2)).sum())
+    with pytest.raises(ValueError, match="learned settings exist for 2 steps"):
+        InnerLoop(steps=2, learn_lr=True).run(model, lambda f, k: f(torch.ones(1, 2)).sum(), steps=3)
+
+
+def test_zero_inner_steps_is_the_meta_model_itself():
+    model = torch.nn.Linear(2, 2)
+    x_in = torch.randn(3, 2)
+    result = InnerLoop(steps=0).run(model, lambda f, k: f(x_in).sum())
+    assert result.params is None and torch.equal(result(x_in), model(x_in))

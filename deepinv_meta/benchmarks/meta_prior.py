@@ -31,7 +31,7 @@ from .. import baselines
 from ..bilevel import MetaTrainer, finetune
 from ..bilevel.trainer import default_device
 from ..data import data_root, extract_patches, load_image_folder, load_knee_slices
-from ..io import save
+from ..io import load, safe_load, save
 from ..models import MetaPDNet
 from ..tasks import decimation, meta_prior_tasks
 from ..weights import load_denoiser
@@ -98,22 +98,45 @@ def unseen_physics(data: dict, cfg: dict, device, seed: int) -> dict:
     return {"SR x2": (sr_ft, sr_test), "MRI x4": (mri, mri)}
 
 
-def meta_train(inner_loss: str, tasks, cfg: dict, device, seed: int, out: Path | None):
+def meta_train(inner_loss: str, tasks, cfg: dict, device, seed: int, out: Path | None, reuse: Path | None = None):
+    """Meta-train one MetaPDNet (or reload it from ``reuse/meta_pdnet_<inner_loss>.pt``)."""
     torch.manual_seed(seed)
-    model = MetaPDNet(depth=cfg["depth"], channels=cfg["channels"])
+    if reuse is not None:
+        model, steps, seconds = reload_meta_model(reuse / f"meta_pdnet_{inner_loss}.pt", cfg)
+    else:
+        model = MetaPDNet(depth=cfg["depth"], channels=cfg["channels"])
     trainer = MetaTrainer(
         model, tasks, inner_loss=inner_loss, inner_steps=cfg["inner_steps"], inner_lr=cfg["inner_lr"],
         lam=cfg["lam"], outer_lr=cfg["outer_lr"], batch_size=cfg["batch_size"], device=device, seed=seed,
         progress=sys.stderr.isatty(),
     )
+    if reuse is not None:
+        trainer.step = steps
+        log(f"  {inner_loss} inner loss: reused {reuse / f'meta_pdnet_{inner_loss}.pt'} ({steps} outer steps)")
+        if out is not None and out.resolve() != reuse.resolve():
+            save(trainer.model, out / f"meta_pdnet_{inner_loss}.pt", inner_loss=inner_loss, outer_steps=steps,
+                 train_time_s=seconds)
+        return trainer, seconds
     start = time.perf_counter()
     trainer.train(steps=10**7, max_time=60 * cfg["train_minutes"])
     seconds = time.perf_counter() - start
     log(f"  {inner_loss} inner loss: {trainer.step} outer steps in {seconds:.0f} s "
         f"({seconds / max(trainer.step, 1):.2f} s/step), last outer loss {trainer.history[-1].get('outer_loss', float('nan')):.3e}")
     if out is not None:
-        save(trainer.model, out / f"meta_pdnet_{inner_loss}.pt", inner_loss=inner_loss, outer_steps=trainer.step)
+        save(trainer.model, out / f"meta_pdnet_{inner_loss}.pt", inner_loss=inner_loss, outer_steps=trainer.step,
+             train_time_s=seconds)
     return trainer, seconds
+
+
+def reload_meta_model(path: Path, cfg: dict):
+    """A saved meta-model, checked against the run's configuration: ``(model, outer steps, train time)``."""
+    model = load(path)
+    if (model.depth, model.channels) != (cfg["depth"], cfg["channels"]):
+        raise ValueError(f"{path} holds MetaPDNet(depth={model.depth}, channels={model.channels}) but this run is "
+                         f"configured for depth={cfg['depth']}, channels={cfg['channels']}; reuse meta-models from a "
+                         "run with the same --quick setting.")
+    metadata = safe_load(path).get("metadata", {})
+    return model, int(metadata.get("outer_steps", 0)), metadata.get("train_time_s")  # None: not recorded
 
 
 def tune_baselines(task: str, physics_ft, y_ft, x_ft, cfg: dict, denoiser, magnitude: bool) -> list[tuple]:
@@ -165,12 +188,17 @@ def row(task, method, psnr: torch.Tensor, **extra) -> dict:
             "psnr_std": psnr.std().item() if len(psnr) > 1 else 0.0, **extra}
 
 
-def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) -> dict:
-    """Run the benchmark; returns the results dict and writes results/figures/checkpoints to ``out``."""
+def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, reuse_meta_models=None) -> dict:
+    """Run the benchmark; returns the results dict and writes results/figures/checkpoints to ``out``.
+
+    :param reuse_meta_models: folder holding ``meta_pdnet_{supervised,unsupervised}.pt`` from an earlier run
+        with the same configuration; meta-training is then skipped (its step count is kept in the results).
+    """
     cfg = dict(QUICK if quick else FULL)
     device = torch.device(device) if device else default_device()
     root = data_root(root)
     out = Path(out) if out is not None else None
+    reuse = Path(reuse_meta_models) if reuse_meta_models is not None else None
     started = time.perf_counter()
     log(f"Meta-Prior benchmark ({'quick' if quick else 'full'}) | {machine(device)}")
     log(f"config: {cfg}")
@@ -183,7 +211,7 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) ->
     rows, curves, visuals = [], {}, {}
     meta_models = {}
     for inner_loss in ("supervised", "unsupervised"):
-        trainer, seconds = meta_train(inner_loss, tasks, cfg, device, seed, out)
+        trainer, seconds = meta_train(inner_loss, tasks, cfg, device, seed, out, reuse)
         meta_models[inner_loss] = trainer.model
         metric = dinv.loss.metric.PSNR()
         for task, score in trainer.evaluate(episodes=cfg["eval_episodes"], metric=lambda a, b: metric(a.clamp(0, 1), b)).items():
@@ -235,7 +263,7 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) ->
         "benchmark": "meta-prior",
         "quick": quick,
         "device": machine(device),
-        "config": dict(cfg, seed=seed, data_root=str(root)),
+        "config": dict(cfg, seed=seed, data_root=str(root), reused_meta_models=str(reuse) if reuse else None),
         "wall_time_s": time.perf_counter() - started,
         "rows": rows,
         "curves": [{"task": t, "init": i, "loss": l, "psnr_by_step": c} for (t, i, l), c in curves.items()],

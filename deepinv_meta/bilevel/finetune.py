@@ -101,7 +101,8 @@ def finetune(
 
     result = inner.run(adapted, batch_loss, track_meta_grad=False, callback=after_step)
     bar.close()
-    with torch.no_grad():
-        for p, phi in zip(adapted.parameters(), result.params):
-            p.copy_(phi)
+    if result.params is not None:  # None: zero steps, nothing to copy
+        with torch.no_grad():
+            for p, phi in zip(adapted.parameters(), result.params):
+                p.copy_(phi)
     return (adapted, result.losses) if return_losses else adapted

@@ -56,21 +56,32 @@ class InnerResult:
     losses: list = field(default_factory=list)
 
     def __call__(self, *args, **kwargs):
+        if self.params is None:  # zero inner steps: the meta-model itself
+            return self.fmodel(*args, **kwargs)
         return self.fmodel(*args, params=self.params, **kwargs)
 
 
 class InnerLoop(nn.Module):
     r"""Differentiable inner optimisation of a model's weights, built on :mod:`higher`.
 
-    It holds the inner-loop configuration and, when ``learn_lr=True``, the learned per-step
-    learning rates :math:`\alpha_k = e^{s_k}` (meta-parameters; higher's ``override``).
+    It holds the inner-loop configuration and the learned optimiser settings (meta-parameters,
+    passed to higher through ``override``): per-step learning rates :math:`\alpha_k = e^{s_k}`
+    (``learn_lr=True``), per-parameter per-step learning rates as in Meta-SGD (Li et al. 2017,
+    ``learn_lr="per_parameter"``, elementwise :math:`\alpha_{k} \odot \nabla`), and per-step
+    momentum :math:`\mu_k = \mathrm{sigmoid}(t_k)` for SGD (``learn_momentum=True``).
 
     :param int steps: number of inner optimizer steps (0 evaluates the meta-model itself).
     :param float lr: inner learning rate (initial value of the learned ones if ``learn_lr``).
     :param str optimizer: ``"adam"`` (torch-exact, see :mod:`.optimizers`) or ``"sgd"``.
     :param float lam: weight :math:`\lambda` of the proximal term :math:`\frac{\lambda}{2}\|\phi-\theta\|^2`.
     :param bool first_order: first-order MAML (see module docstring).
-    :param bool learn_lr: learn one learning rate per inner step (needs ``first_order=False``).
+    :param bool, str learn_lr: ``False``, ``True`` (one learning rate per inner step) or
+        ``"per_parameter"`` (Meta-SGD: one per weight and step; needs ``parameters``). Learned
+        settings need ``first_order=False``.
+    :param bool learn_momentum: learn one SGD momentum per inner step (``optimizer="sgd"``),
+        initialised at ``optimizer_kwargs["momentum"]`` (default 0.9).
+    :param parameters: the parameters the inner loop will adapt; only for ``learn_lr="per_parameter"``,
+        whose learning rates take their shapes.
     :param dict optimizer_kwargs: extra arguments of the torch optimizer (``betas``, ``momentum``...).
 
     :Examples:
@@ -94,7 +105,9 @@ class InnerLoop(nn.Module):
         optimizer: str = "adam",
         lam: float = 0.0,
         first_order: bool = False,
-        learn_lr: bool = False,
+        learn_lr: bool | str = False,
+        learn_momentum: bool = False,
+        parameters=None,
         optimizer_kwargs: dict | None = None,
     ):
         super().__init__()
@@ -104,33 +117,70 @@ class InnerLoop(nn.Module):
             raise ValueError(f"inner lr must be > 0, got {lr!r}.")
         if not lam >= 0:
             raise ValueError(f"lam (weight of lam/2 ||phi - theta||^2) must be >= 0, got {lam!r}.")
-        if learn_lr and first_order:
+        if learn_lr not in (False, True, "per_step", "per_parameter"):
+            raise ValueError(f"learn_lr must be False, True/'per_step' or 'per_parameter', got {learn_lr!r}.")
+        if (learn_lr or learn_momentum) and first_order:
             raise ValueError(
-                "learn_lr=True needs second-order meta-gradients: first-order MAML gives the "
-                "learning rates no gradient. Use first_order=False."
+                "learned learning rates or momentum need second-order meta-gradients: first-order MAML "
+                "gives them no gradient. Use first_order=False."
             )
         check_optimizer_name(optimizer)
+        if learn_momentum and optimizer != "sgd":
+            raise ValueError(f"learn_momentum=True needs optimizer='sgd' (got {optimizer!r}).")
         self.steps = steps
         self.lr = lr
         self.optimizer = optimizer
         self.lam = lam
         self.first_order = first_order
-        self.learn_lr = learn_lr
+        self.learn_lr = "per_step" if learn_lr is True else learn_lr
+        self.learn_momentum = learn_momentum
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
-        if learn_lr:
-            self.log_lr = nn.Parameter(torch.full((max(steps, 1),), math.log(lr)))
+        n = max(steps, 1)
+        if self.learn_lr == "per_step":
+            self.log_lr = nn.Parameter(torch.full((n,), math.log(lr)))
+        elif self.learn_lr == "per_parameter":
+            if parameters is None:
+                raise ValueError("learn_lr='per_parameter' needs `parameters` (those the inner loop adapts) for their shapes.")
+            self.log_lr = nn.ParameterList(
+                nn.Parameter(torch.full((n, *p.shape), math.log(lr))) for p in parameters
+            )
+        if learn_momentum:
+            momentum = self.optimizer_kwargs.setdefault("momentum", 0.9)
+            if not 0 < momentum < 1:
+                raise ValueError(f"the initial momentum must be in (0, 1) to be learned, got {momentum!r}.")
+            self.momentum_logit = nn.Parameter(torch.full((n,), math.log(momentum / (1 - momentum))))
 
     def extra_repr(self) -> str:
         return (
             f"steps={self.steps}, lr={self.lr}, optimizer={self.optimizer!r}, lam={self.lam}, "
-            f"first_order={self.first_order}, learn_lr={self.learn_lr}"
+            f"first_order={self.first_order}, learn_lr={self.learn_lr}, learn_momentum={self.learn_momentum}"
         )
 
     def step_lrs(self) -> list[float]:
-        """The learning rate used at each inner step."""
-        if self.learn_lr:
+        """The learning rate used at each inner step (mean over the weights for Meta-SGD)."""
+        if self.learn_lr == "per_step":
             return self.log_lr.detach().exp().tolist()
+        if self.learn_lr == "per_parameter":
+            lrs = torch.cat([p.detach().exp().flatten(1) for p in self.log_lr], dim=1)
+            return lrs.mean(dim=1).tolist()
         return [self.lr] * self.steps
+
+    def step_momenta(self) -> list[float]:
+        """The SGD momentum used at each inner step."""
+        if self.learn_momentum:
+            return torch.sigmoid(self.momentum_logit.detach()).tolist()
+        return [self.optimizer_kwargs.get("momentum", 0.0)] * self.steps
+
+    def _override(self, k: int) -> dict | None:
+        """higher's ``override`` of inner step ``k``: the learned settings, one entry per param group."""
+        override = {}
+        if self.learn_lr == "per_step":
+            override["lr"] = [self.log_lr[k].exp()]
+        elif self.learn_lr == "per_parameter":
+            override["lr"] = [lr[k].exp() for lr in self.log_lr]
+        if self.learn_momentum:
+            override["momentum"] = [torch.sigmoid(self.momentum_logit[k])]
+        return override or None
 
     def run(
         self,
@@ -157,13 +207,25 @@ class InnerLoop(nn.Module):
         steps = self.steps if steps is None else steps
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"inner steps must be an integer >= 0, got {steps!r}.")
-        if self.learn_lr and steps > self.log_lr.numel():
+        learned_steps = self.momentum_logit.numel() if self.learn_momentum else None
+        if self.learn_lr:
+            learned_steps = len(self.log_lr) if self.learn_lr == "per_step" else len(self.log_lr[0])
+        if learned_steps is not None and steps > learned_steps:
             raise ValueError(
-                f"{steps} steps requested but only {self.log_lr.numel()} learned learning rates exist."
+                f"{steps} steps requested but learned settings exist for {learned_steps} steps only."
             )
+        if steps == 0:  # the meta-model itself; no higher context needed
+            return InnerResult(fmodel=model, params=None)
         second_order = track_meta_grad and not self.first_order
         meta_params = [p for p in model.parameters()]
-        template = make_optimizer(self.optimizer, meta_params, self.lr, **self.optimizer_kwargs)
+        if self.learn_lr == "per_parameter":
+            if [p.shape for p in meta_params] != [lr.shape[1:] for lr in self.log_lr]:
+                raise ValueError("the model's parameters do not match the shapes the per-parameter "
+                                 "learning rates were built for (`parameters` at construction).")
+            groups = [{"params": [p]} for p in meta_params]  # one group per tensor: elementwise lr
+        else:
+            groups = meta_params
+        template = make_optimizer(self.optimizer, groups, self.lr, **self.optimizer_kwargs)
         losses = []
         with torch.enable_grad():  # callers may sit under no_grad (dinv.test, Trainer eval)
             with higher.innerloop_ctx(
@@ -175,8 +237,7 @@ class InnerLoop(nn.Module):
                     if self.lam > 0:
                         reg = proximal_penalty(fmodel.fast_params, meta_params, self.lam)
                         loss = loss + reg
-                    override = {"lr": [self.log_lr[k].exp()]} if self.learn_lr else None
-                    diffopt.step(loss, override=override)
+                    diffopt.step(loss, override=self._override(k))
                     losses.append(loss.item())
                     if callback is not None:
                         callback(k, losses[-1])
