@@ -39,6 +39,25 @@ def supervised_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.mean((x_hat - x) ** 2)
 
 
+def l1_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    r"""Mean absolute error :math:`\operatorname{mean}|\hat x - x|` (an outer loss of Zhao, Table 3)."""
+    if x_hat.shape != x.shape:
+        raise ValueError(f"Reconstruction has shape {tuple(x_hat.shape)} but the target has shape {tuple(x.shape)}.")
+    return torch.mean(torch.abs(x_hat - x))
+
+
+OUTER_LOSSES = {"l2": supervised_loss, "l1": l1_loss}
+
+
+def outer_loss_function(loss):
+    """The outer loss by name (``"l2"``: MSE, ``"l1"``) or a callable ``loss(x_hat, x)`` returned as is."""
+    if callable(loss):
+        return loss
+    if loss not in OUTER_LOSSES:
+        raise ValueError(f"Unknown outer loss {loss!r}; use one of {tuple(OUTER_LOSSES)} or a callable loss(x_hat, x).")
+    return OUTER_LOSSES[loss]
+
+
 def measurement_consistency_loss(x_hat: torch.Tensor, y: torch.Tensor, physics) -> torch.Tensor:
     r"""Unsupervised loss :math:`\operatorname{mean}\|A\hat x - y\|^2` (needs no ground truth)."""
     y_hat = physics.A(x_hat)

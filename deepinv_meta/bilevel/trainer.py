@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..io import atomic_save, safe_load
-from ..losses import check_loss_name, data_loss, supervised_loss
+from ..losses import check_loss_name, data_loss, outer_loss_function, supervised_loss
 from .inner import InnerLoop, NonFiniteLossError, check_finite
 
 logger = logging.getLogger("deepinv_meta")
@@ -53,6 +53,8 @@ class MetaTrainer:
     :param float lam: proximal weight :math:`\lambda`.
     :param bool first_order: first-order MAML.
     :param bool learn_inner_lr: learn one inner learning rate per inner step.
+    :param str outer_loss: ``"l2"`` (mean squared error, default), ``"l1"``, or a callable
+        ``loss(x_hat, x)``.
     :param float outer_lr: Adam learning rate of the meta-weights.
     :param int outer_lr_decay_steps: if set, the outer learning rate follows a cosine decay from
         ``outer_lr`` to 0 over this many steps (a function of the step only, so resuming is exact).
@@ -90,6 +92,7 @@ class MetaTrainer:
         lam: float = 0.0,
         first_order: bool = False,
         learn_inner_lr: bool = False,
+        outer_loss="l2",
         outer_lr: float = 1e-3,
         outer_lr_decay_steps: int | None = None,
         batch_size: int = 8,
@@ -124,7 +127,10 @@ class MetaTrainer:
             first_order=first_order,
             learn_lr=learn_inner_lr,
         ).to(self.device)
-        self.meta_params = list(self.model.parameters()) + list(self.inner.parameters())
+        self.outer_loss = outer_loss
+        self._outer_loss_fn = outer_loss_function(outer_loss)
+        # only trainable weights (e.g. a frozen denoiser inside a model is not meta-learned)
+        self.meta_params = [p for p in list(self.model.parameters()) + list(self.inner.parameters()) if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.meta_params, lr=outer_lr)
         self.outer_lr = outer_lr
         self.outer_lr_decay_steps = outer_lr_decay_steps
@@ -155,6 +161,7 @@ class MetaTrainer:
             "lam": inner.lam,
             "first_order": inner.first_order,
             "learn_inner_lr": inner.learn_lr,
+            "outer_loss": self.outer_loss if isinstance(self.outer_loss, str) else getattr(self.outer_loss, "__name__", "custom"),
             "outer_lr": self.outer_lr,
             "outer_lr_decay_steps": self.outer_lr_decay_steps,
             "batch_size": self.batch_size,
@@ -194,7 +201,7 @@ class MetaTrainer:
             for i, task in enumerate(self.tasks):
                 episode = task.episode(self.batch_size, seed=self.episode_seed(self.step, i))
                 result = self.adapt(episode)
-                outer = supervised_loss(result(episode.y_test, episode.physics), episode.target_test)
+                outer = self._outer_loss_fn(result(episode.y_test, episode.physics), episode.target_test)
                 check_finite(outer, f"outer loss of task {task.name!r}")
                 (outer / len(self.tasks)).backward()
                 record["tasks"][task.name] = outer.item()
@@ -345,7 +352,8 @@ class MetaTrainer:
         state = safe_load(path, map_location=self.device)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a MetaTrainer checkpoint (format {state.get('format')!r}).")
-        differing = {k: (v, state["config"].get(k)) for k, v in self.config.items() if state["config"].get(k) != v}
+        saved = {"outer_loss": "l2", **state["config"]}  # checkpoints older than outer_loss used the MSE
+        differing = {k: (v, saved.get(k)) for k, v in self.config.items() if saved.get(k) != v}
         if differing:
             raise ValueError(
                 f"checkpoint {path} was written with a different configuration "

@@ -2,5 +2,9 @@
 
 from .linear import LinearModel
 from .pdnet import MetaPDNet
+from .siren import SIREN, MetaRED, MetaSIREN
+from .solvers import GradientDescent, REDFixedPoint
+from .test_time import TestTimeOptimizer
 
-__all__ = ["MetaPDNet", "LinearModel"]
+__all__ = ["MetaPDNet", "LinearModel", "SIREN", "MetaSIREN", "MetaRED", "GradientDescent", "REDFixedPoint",
+           "TestTimeOptimizer"]
