@@ -14,6 +14,7 @@ with threshold :math:`\lambda`. ``dpir`` is deepinv's :class:`deepinv.optim.DPIR
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import deepinv as dinv
@@ -113,6 +114,72 @@ def dpir(denoiser: nn.Module, sigma: float, iterations: int = 8, init=None):
     sigmas = torch.logspace(torch.log10(torch.tensor(49.0 / 255)), torch.log10(torch.tensor(float(sigma))), iterations)
     stepsizes = (sigmas / max(0.01, sigma)) ** 2 / 0.23
     return hqs(ChannelwiseDenoiser(denoiser), sigmas.tolist(), iterations, stepsize=stepsizes.tolist(), init=init)
+
+
+class VanillaDIP(dinv.models.Reconstructor):
+    r"""Deep Image Prior from a random initialisation, as the MetaDIP paper runs it (Ulyanov et al.).
+
+    For each image, a freshly initialised copy of the generator (the architecture of
+    :class:`~deepinv_meta.models.MetaDIP`, same seed every call, so results do not depend on earlier
+    calls, unlike ``deepinv.models.DeepImagePrior``) is fitted by Adam on :math:`\|A g_\theta(\gamma(z +
+    \eta_k)) - y\|^2` with a fresh latent jitter :math:`\eta_k \sim \mathcal{N}(0, s^2)` at every
+    iteration; the output is the exponential moving average of the iterates.
+
+    :param tuple img_size: ``(C, H, W)``.
+    :param int iterations: fitting iterations (paper: 50 and 1000).
+    :param float lr: Adam learning rate.
+    :param float jitter: standard deviation :math:`s` of the latent jitter.
+    :param float ema: EMA decay of the outputs (0: last iterate).
+    :param dict generator: keyword arguments of :class:`~deepinv_meta.models.MetaDIP` for the architecture.
+
+    :Examples:
+
+    >>> import torch, deepinv as dinv
+    >>> from deepinv_meta.baselines import VanillaDIP
+    >>> physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
+    >>> dip = VanillaDIP((1, 16, 16), iterations=3, generator={"channels": (8, 16)})
+    >>> dip(physics(torch.rand(1, 1, 16, 16)), physics).shape
+    torch.Size([1, 1, 16, 16])
+    """
+
+    def __init__(self, img_size, iterations: int = 1000, lr: float = 1e-2, jitter: float = 1 / 30, ema: float = 0.99,
+                 generator: dict | None = None):
+        from .models import MetaDIP
+
+        super().__init__()
+        if not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be a positive integer, got {iterations!r}.")
+        self.template = MetaDIP(img_size, steps=0, **(generator or {}))  # random init, never trained
+        self.iterations, self.lr, self.jitter, self.ema = iterations, lr, jitter, ema
+
+    def forward(self, y, physics, callback=None, **kwargs):
+        """``callback(k, x_k)`` receives the current output (EMA) after iteration ``k`` (1-based)."""
+        from .bilevel.inner import check_finite
+        from .losses import measurement_consistency_loss
+
+        template = self.template
+        template.check_inputs(y, physics)
+        outputs = []
+        for i in range(y.shape[0]):
+            net = copy.deepcopy(template.net)
+            optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)
+            rng = torch.Generator(device=y.device).manual_seed(i)
+            average = None
+            with torch.enable_grad():
+                for k in range(self.iterations):
+                    noise = torch.randn(template.z.shape, generator=rng, device=y.device, dtype=y.dtype)
+                    x = net(template.fourier(template.z + self.jitter * noise))
+                    loss = measurement_consistency_loss(template.physics_input(x), y[i: i + 1], physics)
+                    check_finite(loss, f"DIP loss at iteration {k}")
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    x = x.detach()
+                    average = x if average is None else self.ema * average + (1 - self.ema) * x
+                    if callback is not None:
+                        callback(k + 1, average)
+            outputs.append(average)
+        return torch.cat(outputs)
 
 
 def psnr_per_image(reconstructor, physics, y, x, *, magnitude: bool = False, batch_size: int = 8) -> torch.Tensor:

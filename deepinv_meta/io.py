@@ -36,9 +36,9 @@ def safe_load(path: str | os.PathLike, map_location="cpu"):
 
 
 def _model_classes():
-    from .models import LinearModel, MetaPDNet
+    from .models import LinearModel, MetaDIP, MetaPDNet
 
-    return {cls.__name__: cls for cls in (MetaPDNet, LinearModel)}
+    return {cls.__name__: cls for cls in (MetaPDNet, LinearModel, MetaDIP)}
 
 
 def save(model: torch.nn.Module, path: str | os.PathLike, **metadata) -> Path:

@@ -82,6 +82,8 @@ class InnerLoop(nn.Module):
         initialised at ``optimizer_kwargs["momentum"]`` (default 0.9).
     :param parameters: the parameters the inner loop will adapt; only for ``learn_lr="per_parameter"``,
         whose learning rates take their shapes.
+    :param bool repeat_last: allow runs longer than ``steps`` with learned settings, reusing the last
+        learned ones for the extra steps (e.g. MetaDIP: 20 steps meta-trained, 50 at test time).
     :param dict optimizer_kwargs: extra arguments of the torch optimizer (``betas``, ``momentum``...).
 
     :Examples:
@@ -108,6 +110,7 @@ class InnerLoop(nn.Module):
         learn_lr: bool | str = False,
         learn_momentum: bool = False,
         parameters=None,
+        repeat_last: bool = False,
         optimizer_kwargs: dict | None = None,
     ):
         super().__init__()
@@ -134,6 +137,7 @@ class InnerLoop(nn.Module):
         self.first_order = first_order
         self.learn_lr = "per_step" if learn_lr is True else learn_lr
         self.learn_momentum = learn_momentum
+        self.repeat_last = repeat_last
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
         n = max(steps, 1)
         if self.learn_lr == "per_step":
@@ -171,9 +175,20 @@ class InnerLoop(nn.Module):
             return torch.sigmoid(self.momentum_logit.detach()).tolist()
         return [self.optimizer_kwargs.get("momentum", 0.0)] * self.steps
 
+    def _learned_steps(self) -> int | None:
+        """Number of inner steps with learned settings (``None`` if nothing is learned)."""
+        if self.learn_lr == "per_step":
+            return len(self.log_lr)
+        if self.learn_lr == "per_parameter":
+            return len(self.log_lr[0])
+        return self.momentum_logit.numel() if self.learn_momentum else None
+
     def _override(self, k: int) -> dict | None:
         """higher's ``override`` of inner step ``k``: the learned settings, one entry per param group."""
         override = {}
+        learned = self._learned_steps()
+        if learned is not None and self.repeat_last:
+            k = min(k, learned - 1)
         if self.learn_lr == "per_step":
             override["lr"] = [self.log_lr[k].exp()]
         elif self.learn_lr == "per_parameter":
@@ -207,10 +222,8 @@ class InnerLoop(nn.Module):
         steps = self.steps if steps is None else steps
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"inner steps must be an integer >= 0, got {steps!r}.")
-        learned_steps = self.momentum_logit.numel() if self.learn_momentum else None
-        if self.learn_lr:
-            learned_steps = len(self.log_lr) if self.learn_lr == "per_step" else len(self.log_lr[0])
-        if learned_steps is not None and steps > learned_steps:
+        learned_steps = self._learned_steps()
+        if learned_steps is not None and steps > learned_steps and not self.repeat_last:
             raise ValueError(
                 f"{steps} steps requested but learned settings exist for {learned_steps} steps only."
             )

@@ -1,10 +1,11 @@
 """Meta-learnable reconstructors, all ``deepinv.models.Reconstructor`` (``model(y, physics)``)."""
 
+from .dip import MetaDIP
 from .linear import LinearModel
 from .pdnet import MetaPDNet
 from .siren import SIREN, MetaRED, MetaSIREN
 from .solvers import GradientDescent, REDFixedPoint
 from .test_time import TestTimeOptimizer
 
-__all__ = ["MetaPDNet", "LinearModel", "SIREN", "MetaSIREN", "MetaRED", "GradientDescent", "REDFixedPoint",
+__all__ = ["MetaPDNet", "MetaDIP", "LinearModel", "SIREN", "MetaSIREN", "MetaRED", "GradientDescent", "REDFixedPoint",
            "TestTimeOptimizer"]

@@ -65,9 +65,13 @@ class TestTimeOptimizer(dinv.models.Reconstructor):
         """Penalty :math:`R(x)` added to the data fidelity in the inner loop (default: none)."""
         return 0.0
 
+    def physics_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the physics is applied to (default: the image itself; complex cast for phase retrieval)."""
+        return x
+
     def inner_loss(self, x: torch.Tensor, y: torch.Tensor, physics) -> torch.Tensor:
         r""":math:`\operatorname{mean}\|Ax - y\|^2 + R(x)`."""
-        return measurement_consistency_loss(x, y, physics) + self.regularizer(x)
+        return measurement_consistency_loss(self.physics_input(x), y, physics) + self.regularizer(x)
 
     def check_inputs(self, y: torch.Tensor, physics) -> None:
         """Clear errors for measurements or operators that do not fit the model."""
@@ -77,11 +81,16 @@ class TestTimeOptimizer(dinv.models.Reconstructor):
                 f"{name}: y must be a real floating-point tensor (deepinv stores complex data "
                 f"as two real channels), got {getattr(y, 'dtype', type(y).__name__)}."
             )
-        probe = torch.zeros((1, *self.img_size), dtype=y.dtype, device=y.device)
+        probe = self.physics_input(torch.zeros((1, *self.img_size), dtype=y.dtype, device=y.device))
         try:
             with torch.no_grad():
                 y_probe = physics.A(probe)
         except (RuntimeError, ValueError, IndexError) as error:
+            if "complex" in str(error).lower() and not probe.is_complex():
+                raise TypeError(
+                    f"{type(physics).__name__} takes complex images but {name} makes real ones ({error}); "
+                    "build the model with complex_physics=True to cast its images to complex before the physics."
+                ) from error
             raise ValueError(
                 f"{name} makes images of size {self.img_size} but {type(physics).__name__} cannot be applied to "
                 f"them ({error}). Build the model with the img_size of the physics."

@@ -1,0 +1,159 @@
+r"""MetaDIP: a Deep Image Prior whose initial weights are meta-learned, so that a few fitting steps
+suffice (MetaDIP paper, sections 3.2-3.3)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..bilevel.inner import InnerLoop
+from .test_time import TestTimeOptimizer
+
+
+class FourierFeatures(nn.Module):
+    r"""Fixed random Fourier-feature map of a latent image, :math:`\gamma(z) = [\sin 2\pi Bz, \cos 2\pi Bz]`
+    per pixel (Tancik et al. 2020), with :math:`B \sim \mathcal{N}(0, s^2)` drawn once (not learned)."""
+
+    def __init__(self, in_channels: int, features: int = 16, scale: float = 1.0, seed: int = 0):
+        super().__init__()
+        rng = torch.Generator().manual_seed(seed)
+        self.register_buffer("B", scale * torch.randn(features, in_channels, generator=rng))
+        self.out_channels = 2 * features
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        projected = 2 * math.pi * torch.einsum("fc,bchw->bfhw", self.B, z)
+        return torch.cat([torch.sin(projected), torch.cos(projected)], dim=1)
+
+
+class EncoderDecoder(nn.Module):
+    r"""The DIP generator: a UNet-style encoder-decoder with skip connections and no batch norm
+    (batch statistics would couple the images of a batch and change between fitting steps).
+
+    Each level halves the resolution (strided 3x3 convolution) and the decoder upsamples
+    bilinearly and concatenates the skip features; the output goes through a sigmoid (images in
+    [0, 1], as in DIP).
+
+    :param int in_channels: input channels. :param int out_channels: image channels.
+    :param tuple channels: feature channels per level (its length is the number of levels).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, channels=(32, 64, 128)):
+        super().__init__()
+        self.levels = len(channels)
+
+        def block(a, b, stride=1):
+            return nn.Sequential(nn.Conv2d(a, b, 3, stride=stride, padding=1, padding_mode="reflect"),
+                                 nn.LeakyReLU(0.2))
+
+        self.inc = block(in_channels, channels[0])
+        self.down = nn.ModuleList(block(a, b, stride=2) for a, b in zip(channels[:-1], channels[1:]))
+        self.up = nn.ModuleList(block(b + a, a) for a, b in zip(channels[:-1], channels[1:]))
+        self.out = nn.Conv2d(channels[0], out_channels, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        skips = [self.inc(z)]
+        for down in self.down:  # iterate, never index: higher's patched ModuleList cannot be sliced
+            skips.append(down(skips[-1]))
+        h = skips.pop()
+        for up in reversed(list(self.up)):
+            skip = skips.pop()
+            h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            h = up(torch.cat([h, skip], dim=1))
+        return torch.sigmoid(self.out(h))
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    r"""Anisotropic total variation :math:`\operatorname{mean}(|\nabla_h x| + |\nabla_v x|)`."""
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+
+
+class MetaDIP(TestTimeOptimizer):
+    r"""Deep Image Prior from a meta-learned initialisation (MetaDIP).
+
+    The image is generated from a fixed latent code through a Fourier-feature map and an
+    encoder-decoder, :math:`x_\theta = g_\theta(\gamma(z))`, and fitted for :math:`m` steps of SGD
+    with learned per-step learning rates and momentum on
+
+    .. math:: \operatorname{mean}\|A(x_\theta) - y\|^2 + \tau\, \mathrm{TV}(x_\theta),
+
+    starting from the meta-learned :math:`\theta^*` at every call (the weights never drift between
+    calls, unlike ``deepinv.models.DeepImagePrior``). Meta-train it by supervised training of the
+    forward pass (paper: 20 inner steps, denoising faces at :math:`\sigma = 25`), e.g.
+    ``MetaTrainer(model, tasks, inner_steps=0)``: while meta-gradients are tracked (training mode,
+    gradients enabled) a call runs ``train_steps`` inner steps, otherwise ``steps`` (default 50),
+    reusing the last learned settings beyond the trained ones.
+
+    Non-linear physics work as they are (the inner loss only needs ``physics.A``). For physics that
+    take complex images (``deepinv.physics.RandomPhaseRetrieval``) pass ``complex_physics=True``:
+    the real image is then cast to complex before ``A``.
+
+    :param tuple img_size: ``(C, H, W)``; H and W must be divisible by :math:`2^{\text{levels}-1}`.
+    :param int steps: inner steps at test time (default 50).
+    :param int train_steps: inner steps with learned settings (the meta-training length, default 20).
+    :param float lr: initial inner learning rate. :param float momentum: initial momentum.
+    :param float tv_weight: :math:`\tau`, the fixed TV weight.
+    :param tuple channels: encoder-decoder channels per level.
+    :param int latent_channels: channels of the fixed latent :math:`z`.
+    :param int fourier_features: number of Fourier frequencies (the input has twice as many channels).
+    :param bool complex_physics: cast the image to complex before the physics.
+    :param int seed: seed of the fixed latent code and Fourier matrix.
+
+    :Examples:
+
+    >>> import torch, deepinv as dinv
+    >>> from deepinv_meta.models import MetaDIP
+    >>> physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
+    >>> model = MetaDIP((1, 16, 16), steps=3, channels=(8, 16)).eval()
+    >>> model(physics(torch.rand(1, 1, 16, 16)), physics).shape
+    torch.Size([1, 1, 16, 16])
+    """
+
+    def __init__(self, img_size, steps: int = 50, train_steps: int = 20, lr: float = 1e-2, momentum: float = 0.9,
+                 tv_weight: float = 1e-3, channels=(32, 64, 128), latent_channels: int = 8,
+                 fourier_features: int = 16, complex_physics: bool = False, seed: int = 0):
+        channels_out, height, width = img_size
+        factor = 2 ** (len(channels) - 1)
+        if height % factor or width % factor:
+            raise ValueError(
+                f"MetaDIP with {len(channels)} levels needs H and W divisible by {factor}, got {height}x{width}; "
+                "crop or pad the images, or use fewer levels (channels=...)."
+            )
+        if not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps (inner fitting steps m) must be an integer >= 0, got {steps!r}.")
+        if tv_weight < 0:
+            raise ValueError(f"tv_weight must be >= 0, got {tv_weight!r}.")
+        fourier = FourierFeatures(latent_channels, fourier_features, seed=seed)
+        net = EncoderDecoder(fourier.out_channels, channels_out, tuple(channels))
+        inner = InnerLoop(steps=train_steps, lr=lr, optimizer="sgd", learn_lr=True, learn_momentum=True,
+                          repeat_last=True, optimizer_kwargs={"momentum": momentum})
+        super().__init__(net, inner, img_size)
+        self.steps = steps
+        self.tv_weight = tv_weight
+        self.complex_physics = complex_physics
+        self.fourier = fourier
+        rng = torch.Generator().manual_seed(seed)
+        self.register_buffer("z", torch.rand(1, latent_channels, height, width, generator=rng))
+        self.config = dict(img_size=tuple(img_size), steps=steps, train_steps=train_steps, lr=lr, momentum=momentum,
+                           tv_weight=tv_weight, channels=tuple(channels), latent_channels=latent_channels,
+                           fourier_features=fourier_features, complex_physics=complex_physics, seed=seed)
+
+    def generate(self, net, y: torch.Tensor, physics) -> torch.Tensor:
+        return net(self.fourier(self.z))
+
+    def regularizer(self, x: torch.Tensor):
+        return self.tv_weight * total_variation(x) if self.tv_weight else 0.0
+
+    def physics_input(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.complex_physics:
+            return x
+        return x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+
+    def forward(self, y: torch.Tensor, physics, steps: int | None = None, callback=None) -> torch.Tensor:
+        """Fit ``steps`` inner steps per image from the meta-learned weights (default: ``train_steps``
+        while meta-training, ``self.steps`` otherwise)."""
+        if steps is None:
+            steps = self.inner.steps if self.training and torch.is_grad_enabled() else self.steps
+        return super().forward(y, physics, steps=steps, callback=callback)

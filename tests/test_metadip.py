@@ -1,0 +1,97 @@
+"""MetaDIP (meta-learned Deep Image Prior) and the vanilla DIP baseline."""
+
+import copy
+
+import deepinv as dinv
+import pytest
+import torch
+
+from deepinv_meta import MetaTrainer, NonFiniteLossError, load, save
+from deepinv_meta.baselines import VanillaDIP
+from deepinv_meta.models import MetaDIP
+from deepinv_meta.tasks import Task
+
+SMALL = dict(channels=(8, 16), latent_channels=4, fourier_features=4)
+
+
+def denoising(sigma=0.1):
+    return dinv.physics.Denoising(dinv.physics.GaussianNoise(sigma, rng=torch.Generator().manual_seed(0)))
+
+
+def test_weights_never_drift_between_calls_and_no_grad_still_fits():
+    physics = denoising()
+    model = MetaDIP((1, 16, 16), steps=6, **SMALL).eval()
+    theta = copy.deepcopy(model.state_dict())
+    y = physics(torch.rand(1, 1, 16, 16))
+    losses = []
+    with torch.no_grad():  # dinv.test / Trainer evaluation
+        first = model(y, physics, callback=lambda k, v: losses.append(v))
+        second = model(y, physics)
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    torch.testing.assert_close(first, second)  # deepinv's DeepImagePrior would continue from the last fit
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, theta[key]), key
+
+
+def test_meta_training_uses_train_steps_and_learns_rates_and_momenta():
+    torch.manual_seed(0)
+    physics = denoising(0.1)
+    images = torch.rand(8, 1, 16, 16)
+    model = MetaDIP((1, 16, 16), steps=7, train_steps=3, **SMALL)
+    counted = []
+    model.train()
+    out = model(physics(images[:1]), physics, callback=lambda k, v: counted.append(k))
+    assert counted == [0, 1, 2] and out.requires_grad  # train_steps while meta-gradients are tracked
+    trainer = MetaTrainer(model, [Task("denoising", physics, images[:4], images[4:])], inner_steps=0,
+                          outer_lr=1e-3, batch_size=2, progress=False, device="cpu")
+    lr_before = model.inner.log_lr.detach().clone()
+    momentum_before = model.inner.momentum_logit.detach().clone()
+    trainer.train(steps=2)
+    assert not torch.equal(model.inner.log_lr, lr_before)
+    assert not torch.equal(model.inner.momentum_logit, momentum_before)
+    model.eval()
+    counted.clear()
+    with torch.no_grad():
+        model(physics(images[:1]), physics, callback=lambda k, v: counted.append(k))
+    assert len(counted) == 7  # beyond the 3 learned steps, the last learned settings are reused
+
+
+def test_phase_retrieval_needs_complex_physics_flag():
+    physics = dinv.physics.RandomPhaseRetrieval(m=2 * 16 * 16, img_size=(1, 16, 16))
+    y = physics(torch.rand(1, 1, 16, 16).to(torch.complex64))
+    with pytest.raises(TypeError, match="complex_physics=True"):
+        MetaDIP((1, 16, 16), steps=1, **SMALL).eval()(y, physics)
+    out = MetaDIP((1, 16, 16), steps=2, complex_physics=True, **SMALL).eval()(y, physics)
+    assert out.shape == (1, 1, 16, 16) and not out.is_complex()
+
+
+def test_bad_inputs_get_clear_errors():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        MetaDIP((1, 18, 18), channels=(8, 16, 32))
+    with pytest.raises(ValueError, match="integer >= 0"):
+        MetaDIP((1, 16, 16), steps=-1, **SMALL)
+    physics = denoising()
+    model = MetaDIP((1, 16, 16), steps=3, lr=1e8, **SMALL).eval()
+    with pytest.raises(NonFiniteLossError):
+        with torch.no_grad():
+            model(physics(torch.rand(1, 1, 16, 16)) * 1e6, physics)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = MetaDIP((1, 16, 16), steps=2, **SMALL).eval()
+    with torch.no_grad():
+        model.inner.log_lr.add_(0.5)
+    restored = load(save(model, tmp_path / "metadip.pt")).eval()
+    y = denoising()(torch.rand(1, 1, 16, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(model(y, denoising()), restored(y, denoising()))
+
+
+def test_vanilla_dip_is_reproducible_and_reports_every_iteration():
+    physics = denoising()
+    y = physics(torch.rand(1, 1, 16, 16))
+    dip = VanillaDIP((1, 16, 16), iterations=4, generator=SMALL)
+    seen = []
+    first = dip(y, physics, callback=lambda k, x: seen.append(k))
+    assert seen == [1, 2, 3, 4]
+    torch.testing.assert_close(first, dip(y, physics))  # a fresh random init every call
