@@ -116,6 +116,61 @@ def dpir(denoiser: nn.Module, sigma: float, iterations: int = 8, init=None):
     return hqs(ChannelwiseDenoiser(denoiser), sigmas.tolist(), iterations, stepsize=stepsizes.tolist(), init=init)
 
 
+class PnPADMM(dinv.models.Reconstructor):
+    r"""Plug-and-play ADMM (Venkatakrishnan et al.) with any denoiser, for linear and non-linear physics.
+
+    .. math::
+
+        x_{k+1} = \operatorname{prox}_{\gamma f}(z_k - u_k), \quad
+        z_{k+1} = D_\sigma(x_{k+1} + u_k), \quad u_{k+1} = u_k + x_{k+1} - z_{k+1},
+
+    with :math:`f(x) = \frac12\|A(x) - y\|^2`. For a linear physics the proximal step is deepinv's
+    ``physics.prox_l2``; otherwise it is approximated by ``data_steps`` gradient steps with
+    backtracking (as the MetaDIP paper's 10 sub-gradient steps for phase retrieval).
+
+    :param torch.nn.Module denoiser: ``denoiser(x, sigma)``.
+    :param float sigma: denoiser strength. :param float gamma: ADMM penalty (data step size).
+    :param int iterations: ADMM iterations.
+    :param bool complex_physics: cast images to complex before the physics (phase retrieval).
+    """
+
+    def __init__(self, denoiser, sigma: float, gamma: float, iterations: int = 20, data_steps: int = 10,
+                 complex_physics: bool = False):
+        super().__init__()
+        self.denoiser, self.sigma, self.gamma, self.iterations = denoiser, sigma, gamma, iterations
+        self.data_steps, self.complex_physics = data_steps, complex_physics
+
+    def _data_prox(self, v, y, physics):
+        if isinstance(physics, dinv.physics.LinearPhysics) and not self.complex_physics:
+            return physics.prox_l2(v, y, self.gamma)
+
+        def objective(x):
+            ax = physics.A(x.to(torch.complex64) if self.complex_physics else x)
+            return 0.5 * ((ax - y) ** 2).sum() + ((x - v) ** 2).sum() / (2 * self.gamma)
+
+        x, step = v.clone(), 1.0
+        with torch.enable_grad():
+            for _ in range(self.data_steps):
+                x = x.detach().requires_grad_(True)
+                value = objective(x)
+                (grad,) = torch.autograd.grad(value, x)
+                with torch.no_grad():  # backtracking: halve the step until the objective decreases enough
+                    while step > 1e-12 and objective(x - step * grad) > value - 0.5 * step * (grad**2).sum():
+                        step /= 2
+                    x = x - step * grad
+                    step *= 2
+        return x.detach()
+
+    def forward(self, y, physics, **kwargs):
+        x0 = physics.A_dagger(y) if not self.complex_physics else physics.A_dagger(y).real
+        z, u = x0.clamp(0, 1), torch.zeros_like(x0)
+        for _ in range(self.iterations):
+            x = self._data_prox(z - u, y, physics)
+            z = self.denoiser(x + u, self.sigma)
+            u = u + x - z
+        return z
+
+
 class VanillaDIP(dinv.models.Reconstructor):
     r"""Deep Image Prior from a random initialisation, as the MetaDIP paper runs it (Ulyanov et al.).
 

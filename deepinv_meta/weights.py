@@ -138,8 +138,8 @@ def load_ffdnet(path: str | os.PathLike, device="cpu") -> dinv.models.FFDNet:
 
     IPOL's network reads ``[noise map, deinterleaved image]`` (``1 + 4C`` channels at half resolution) and
     predicts the noise; deepinv's reads the deinterleaved ``[image, noise map]`` (``4C + 4C`` channels)
-    and returns the image. The first convolution is re-indexed (the four copies of the constant noise
-    map share IPOL's single noise weight, divided by four), batch norms are folded, and the last
+    and returns the image. The first convolution is re-indexed (deepinv's single noise map, unshuffled into
+    four copies, carries the sum of IPOL's per-colour noise weights divided by four), batch norms are folded, and the last
     convolution is negated under ``residual_denoising=True``; the result is the same function.
 
     :param str path: the ``.pth`` file.
@@ -153,7 +153,8 @@ def _ffdnet_from_state(state: dict, path, device) -> dinv.models.FFDNet:
     if any(key.startswith("blocks.") for key in state):  # deepinv's own format
         first = state["blocks.0.0.weight"]
         layers = len({key.split(".")[1] for key in state if key.startswith("blocks.")})
-        model = dinv.models.FFDNet(n_conv_layers=layers, nf=first.shape[0], img_channels=first.shape[1] // 8,
+        # first conv input: [image (C), one noise map] x 4 sub-pixels
+        model = dinv.models.FFDNet(n_conv_layers=layers, nf=first.shape[0], img_channels=first.shape[1] // 4 - 1,
                                    last_conv_bias=f"blocks.{layers - 1}.bias" in state, pretrained=None)
         model.load_state_dict(state)
         return model.eval().to(device)
@@ -165,12 +166,12 @@ def _ffdnet_from_state(state: dict, path, device) -> dinv.models.FFDNet:
     nf, colours = first_weight.shape[0], first_weight.shape[1] // 5
     model = dinv.models.FFDNet(n_conv_layers=len(convs), nf=nf, img_channels=colours, residual_denoising=True,
                                last_conv_bias=True, orthogonal_init=False, pretrained=None)
-    # IPOL input channels: [noise map (C), image sub-pixel (i, j) of colour c at 4c + 2i + j];
-    # deepinv: PixelUnshuffle of [image (C), noise map (C)]: channel 4k + 2i + j for k in 0..2C-1.
-    weight = torch.zeros(nf, 8 * colours, 3, 3)
+    # IPOL input channels: [noise map per colour (C), image sub-pixel (i, j) of colour c at 4c + 2i + j];
+    # deepinv: PixelUnshuffle of [image (C), one noise map]: channel 4k + 2i + j for k in 0..C. The C
+    # identical IPOL noise maps and the 4 identical sub-pixels of deepinv's map share one weight.
+    weight = torch.zeros(nf, 4 * colours + 4, 3, 3)
     weight[:, : 4 * colours] = first_weight[:, colours:]
-    for c in range(colours):
-        weight[:, 4 * (colours + c): 4 * (colours + c + 1)] = first_weight[:, c: c + 1] / 4
+    weight[:, 4 * colours:] = first_weight[:, :colours].sum(dim=1, keepdim=True) / 4
     convs[0] = (weight, first_bias)
     _copy_noise_predictor([model.blocks[0][0], *(block[0] for block in model.blocks[1:-1]), model.blocks[-1]], convs)
     return model.eval().to(device)

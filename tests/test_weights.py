@@ -52,18 +52,19 @@ def test_dncnn_formats_give_x_minus_predicted_noise(tmp_path, prefix, batch_norm
         assert torch.allclose(load_denoiser(tmp_path / "deepinv.pth")(x), model(x), atol=1e-6)
 
 
-def test_ipol_ffdnet_becomes_the_same_function(tmp_path):
+@pytest.mark.parametrize("colours", [1, 3])
+def test_ipol_ffdnet_becomes_the_same_function(tmp_path, colours):
     g = torch.Generator().manual_seed(1)
-    net = noise_predictor(5, 4, g, batch_norm=True)
-    path = tmp_path / "net_gray.pth"
+    net = noise_predictor(5 * colours, 4 * colours, g, batch_norm=True)
+    path = tmp_path / "net.pth"
     torch.save({"module.intermediate_dncnn.itermediate_dncnn." + k: v for k, v in net.state_dict().items()}, path)
     model = load_denoiser(path)
-    x, sigma = torch.rand(2, 1, 16, 12, generator=g), 0.1
+    x, sigma = torch.rand(2, colours, 16, 12, generator=g), 0.1
 
-    # IPOL's definition: [noise map, deinterleaved image] -> predicted noise, interleaved back.
+    # IPOL's definition: [noise map per colour, deinterleaved image] -> predicted noise, interleaved back.
     def reference(x):
         image = nn.functional.pixel_unshuffle(x, 2)
-        noise_map = torch.full_like(image[:, :1], sigma)
+        noise_map = torch.full_like(image[:, :colours], sigma)
         return x - nn.functional.pixel_shuffle(net(torch.cat([noise_map, image], 1)), 2)
 
     with torch.no_grad():
@@ -71,7 +72,7 @@ def test_ipol_ffdnet_becomes_the_same_function(tmp_path):
     # deepinv's own (non-residual) FFDNet files load as they are
     import deepinv as dinv
 
-    own = dinv.models.FFDNet(n_conv_layers=4, nf=8, pretrained=None).eval()
+    own = dinv.models.FFDNet(img_channels=colours, n_conv_layers=4, nf=8, pretrained=None).eval()
     torch.save(own.state_dict(), tmp_path / "deepinv.pth")
     with torch.no_grad():
         assert torch.allclose(load_ffdnet(tmp_path / "deepinv.pth")(x, sigma), own(x, sigma), atol=1e-6)
