@@ -129,10 +129,9 @@ class MetaDIP(TestTimeOptimizer):
         net = EncoderDecoder(fourier.out_channels, channels_out, tuple(channels))
         inner = InnerLoop(steps=train_steps, lr=lr, optimizer="sgd", learn_lr=True, learn_momentum=True,
                           repeat_last=True, optimizer_kwargs={"momentum": momentum})
-        super().__init__(net, inner, img_size)
+        super().__init__(net, inner, img_size, complex_physics=complex_physics)
         self.steps = steps
         self.tv_weight = tv_weight
-        self.complex_physics = complex_physics
         self.fourier = fourier
         rng = torch.Generator().manual_seed(seed)
         self.register_buffer("z", torch.rand(1, latent_channels, height, width, generator=rng))
@@ -146,10 +145,6 @@ class MetaDIP(TestTimeOptimizer):
     def regularizer(self, x: torch.Tensor):
         return self.tv_weight * total_variation(x) if self.tv_weight else 0.0
 
-    def physics_input(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.complex_physics:
-            return x
-        return x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
 
     def forward(self, y: torch.Tensor, physics, steps: int | None = None, callback=None) -> torch.Tensor:
         """Fit ``steps`` inner steps per image from the meta-learned weights (default: ``train_steps``

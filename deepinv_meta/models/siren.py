@@ -86,6 +86,7 @@ class MetaSIREN(TestTimeOptimizer):
     :param int hidden: SIREN width.
     :param int layers: SIREN linear layers.
     :param float omega0: SIREN frequency.
+    :param bool complex_physics: cast the image to complex before the physics (phase retrieval).
 
     :Examples:
 
@@ -99,11 +100,12 @@ class MetaSIREN(TestTimeOptimizer):
     """
 
     def __init__(self, img_size, solver: nn.Module | None = None, steps: int = 5, lr: float = 1e-2,
-                 learn_lr: bool | str = True, hidden: int = 256, layers: int = 5, omega0: float = 30.0):
+                 learn_lr: bool | str = True, hidden: int = 256, layers: int = 5, omega0: float = 30.0,
+                 complex_physics: bool = False):
         siren = SIREN(img_size, hidden=hidden, layers=layers, omega0=omega0)
         inner = InnerLoop(steps=steps, lr=lr, optimizer="sgd", learn_lr=learn_lr,
                           parameters=siren.parameters() if learn_lr == "per_parameter" else None)
-        super().__init__(siren, inner, img_size)
+        super().__init__(siren, inner, img_size, complex_physics=complex_physics)
         self.solver = solver
 
     def generate(self, net, y: torch.Tensor, physics) -> torch.Tensor:

@@ -45,12 +45,15 @@ class TestTimeOptimizer(dinv.models.Reconstructor):
     :param torch.nn.Module net: the network :math:`g_\theta`; its weights are the meta-weights.
     :param deepinv_meta.bilevel.InnerLoop inner: the inner-loop settings (steps, learning rates).
     :param tuple img_size: ``(C, H, W)`` of the reconstructed images.
+    :param bool complex_physics: cast the (real) image to complex before the physics, for physics
+        that take complex images such as ``deepinv.physics.RandomPhaseRetrieval``.
     """
 
     __test__ = False  # not a pytest test class despite its name
 
-    def __init__(self, net: nn.Module, inner: InnerLoop, img_size):
+    def __init__(self, net: nn.Module, inner: InnerLoop, img_size, complex_physics: bool = False):
         super().__init__()
+        self.complex_physics = complex_physics
         if len(tuple(img_size)) != 3:
             raise ValueError(f"img_size must be (C, H, W), got {img_size!r}.")
         self.net = net
@@ -66,8 +69,10 @@ class TestTimeOptimizer(dinv.models.Reconstructor):
         return 0.0
 
     def physics_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What the physics is applied to (default: the image itself; complex cast for phase retrieval)."""
-        return x
+        """What the physics is applied to: the image, cast to complex if ``complex_physics``."""
+        if not self.complex_physics:
+            return x
+        return x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
 
     def inner_loss(self, x: torch.Tensor, y: torch.Tensor, physics) -> torch.Tensor:
         r""":math:`\operatorname{mean}\|Ax - y\|^2 + R(x)`."""

@@ -1,0 +1,341 @@
+r"""MetaDIP benchmark (MetaDIP paper, Tables 1-3 and Figure 2) at CPU scale.
+
+``deepinv-meta benchmark metadip [--quick]``. Protocol:
+
+- MetaDIP and MetaSIREN are meta-trained on one task only, Gaussian denoising at :math:`\sigma = 25`
+  of CelebA faces (centre crops, RGB), with 20 inner steps (second order through all of them), and
+  evaluated with 50 inner steps on unseen problems and images: denoising at :math:`\sigma = 15, 25`,
+  compressed sensing (``dinv.physics.CompressedSensing``, :math:`m/n = 1/4, 1/8`) and compressive
+  phase retrieval (``dinv.physics.RandomPhaseRetrieval``, :math:`m/n = 1/4, 1/8` as in the paper's
+  Table 3: m complex Gaussian measurements for n pixels), on held-out faces and on CBSD68 patches.
+  Compressed-sensing and phase-retrieval measurements get Gaussian noise of standard deviation
+  ``measurement_noise``.
+- Baselines: BM3D (denoising; deepinv's wrapper, needs the ``bm3d`` package), PnP-ADMM with the
+  IPOL FFDNet colour weights tuned by a grid (strength x penalty x iterations) on two training faces per
+  problem, vanilla DIP with 50 and 1000 iterations (random init, latent jitter, EMA of the outputs).
+- Every PSNR and time per image is measured in the same run on the same device.
+- Time-to-PSNR speed-up (denoising :math:`\sigma = 25`, faces): wall time DIP needs to reach
+  MetaDIP(50)'s PSNR on an image, divided by MetaDIP(50)'s time on it (median over images; when DIP
+  never reaches it the ratio is a lower bound and is marked so).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import deepinv as dinv
+import torch
+
+from .. import baselines
+from ..bilevel import MetaTrainer
+from ..bilevel.trainer import default_device
+from ..data import data_root, load_image_folder
+from ..io import save
+from ..models import MetaDIP, MetaSIREN
+from ..tasks import Task
+from ..weights import load_denoiser
+from .report import machine, markdown_table, write_results
+
+FULL = dict(
+    img_size=64, channels=(32, 64, 128), latent_channels=8, fourier_features=16, train_steps=20, test_steps=50,
+    inner_lr=1e-2, momentum=0.9, tv_weight=1e-3, siren_hidden=128, siren_layers=4, siren_lr=1e-2,
+    outer_lr=1e-3, batch_size=2, train_minutes=10.0, train_faces=2500, test_faces=6, test_patches=6,
+    sigmas=[15, 25], cs_ratios=[1 / 4, 1 / 8], pr_ratios=[1 / 4, 1 / 8], measurement_noise=10 / 255,
+    dip_iterations=[50, 1000], dip_lr=1e-2,
+    pnp_sigma=[0.05, 0.1, 0.2], pnp_gamma=[0.5, 1.0, 2.0], pnp_iterations=[10, 20, 40],
+    denoiser="weights/ipol_ffdnet/net_rgb.pth", curve_steps=300,
+)
+QUICK = dict(
+    FULL, img_size=32, channels=(16, 32, 64), siren_hidden=64, siren_layers=3, train_minutes=1.5, train_faces=500,
+    test_faces=2, test_patches=2, cs_ratios=[1 / 4], pr_ratios=[1 / 4], dip_iterations=[50, 300],
+    pnp_sigma=[0.05, 0.1], pnp_gamma=[1.0], pnp_iterations=[10], curve_steps=100,
+)
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    top, left = (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
+    return image[..., top: top + size, left: left + size]
+
+
+def load_data(root: Path, cfg: dict, device) -> dict:
+    """Faces (train / held-out test, disjoint) and natural patches, all RGB ``img_size`` squares."""
+    size = cfg["img_size"]
+    crop = 64  # the face in the 89x109 aligned CelebA crops; resized for smaller runs
+    faces = load_image_folder(root / "images" / "celeba", grey=False)
+    faces = torch.stack([centre_crop(f, crop) for f in faces])
+    if size != crop:
+        faces = torch.nn.functional.interpolate(faces, size=(size, size), mode="area")
+    patches = torch.stack([centre_crop(im, size) for im in load_image_folder(root / "images" / "cbsd68", grey=False)])
+    return {
+        "train": faces[: cfg["train_faces"]].to(device),
+        "tune": faces[: 2].to(device),  # baseline tuning on training faces, never on test images
+        "faces": faces[-cfg["test_faces"]:].to(device),
+        "patches": patches[:: max(len(patches) // cfg["test_patches"], 1)][: cfg["test_patches"]].to(device),
+    }
+
+
+def problems(cfg: dict, device) -> dict:
+    """``{name: (physics, complex_physics)}`` for the evaluation problems (fixed seeds)."""
+    shape = (3, cfg["img_size"], cfg["img_size"])
+    n = math.prod(shape)
+    out = {}
+    for sigma in cfg["sigmas"]:
+        noise = dinv.physics.GaussianNoise(sigma / 255, rng=torch.Generator(device).manual_seed(sigma))
+        out[f"denoising sigma={sigma}"] = (dinv.physics.Denoising(noise, device=device), False)
+    for ratio in cfg["cs_ratios"]:
+        noise = dinv.physics.GaussianNoise(cfg["measurement_noise"], rng=torch.Generator(device).manual_seed(1))
+        physics = dinv.physics.CompressedSensing(m=round(ratio * n), img_size=shape, noise_model=noise, device=device,
+                                                 rng=torch.Generator(device).manual_seed(2))
+        out[f"CS m/n=1/{round(1 / ratio)}"] = (physics, False)
+    for ratio in cfg["pr_ratios"]:
+        noise = dinv.physics.GaussianNoise(cfg["measurement_noise"], rng=torch.Generator(device).manual_seed(3))
+        physics = dinv.physics.RandomPhaseRetrieval(m=round(ratio * n), img_size=shape, noise_model=noise,
+                                                    device=device, rng=torch.Generator(device).manual_seed(4))
+        out[f"PR m/n=1/{round(1 / ratio)}"] = (physics, True)
+    return out
+
+
+def measure(physics, complex_physics: bool, x: torch.Tensor) -> torch.Tensor:
+    return physics(x.to(torch.complex64) if complex_physics else x)
+
+
+def meta_train(model, data: dict, cfg: dict, device, seed: int, name: str):
+    """Meta-train on denoising sigma=25 of training faces (MetaTrainer, the model's own inner loop)."""
+    noise = dinv.physics.GaussianNoise(25 / 255)
+    half = len(data["train"]) // 2
+    task = Task("denoising sigma=25", dinv.physics.Denoising(noise, device=device), data["train"][:half],
+                data["train"][half:])
+    trainer = MetaTrainer(model, [task], inner_steps=0, outer_lr=cfg["outer_lr"], batch_size=cfg["batch_size"],
+                          device=device, seed=seed, progress=sys.stderr.isatty(), grad_clip=1.0)
+    start = time.perf_counter()
+    trainer.train(steps=10**7, max_time=60 * cfg["train_minutes"])
+    seconds = time.perf_counter() - start
+    losses = [r["outer_loss"] for r in trainer.history if not r["skipped"]]
+    log(f"  {name}: {trainer.step} outer steps in {seconds:.0f} s ({seconds / max(trainer.step, 1):.2f} s/step), "
+        f"outer loss {losses[0]:.3e} -> {sum(losses[-10:]) / len(losses[-10:]):.3e} (mean of the last 10)")
+    return trainer.model.eval(), trainer.step, seconds
+
+
+def evaluate(method, x: torch.Tensor, physics, complex_physics: bool, psnr) -> dict:
+    """PSNR per image (mean, std) and time per image of one reconstructor."""
+    values, seconds = [], 0.0
+    for i in range(len(x)):
+        y = measure(physics, complex_physics, x[i: i + 1])
+        start = time.perf_counter()
+        with torch.no_grad():
+            x_hat = method(y, physics)
+        seconds += time.perf_counter() - start
+        values.append(psnr(x_hat.clamp(0, 1), x[i: i + 1]).item())
+    values = torch.tensor(values)
+    return {"psnr": values.mean().item(), "psnr_std": values.std().item() if len(values) > 1 else 0.0,
+            "time_s": seconds / len(x)}
+
+
+def tune_pnp(denoiser, physics, complex_physics, x_tune, cfg, psnr):
+    """3x3x3 grid (strength, penalty, iterations) on the tuning faces."""
+    best = None
+    for sigma in cfg["pnp_sigma"]:
+        for gamma in cfg["pnp_gamma"]:
+            for iterations in cfg["pnp_iterations"]:
+                method = baselines.PnPADMM(denoiser, sigma, gamma, iterations, complex_physics=complex_physics)
+                score = evaluate(method, x_tune, physics, complex_physics, psnr)["psnr"]
+                if best is None or score > best[0]:
+                    best = (score, dict(sigma=sigma, gamma=gamma, iterations=iterations))
+    return best[1]
+
+
+def convergence(model: MetaDIP, dip: baselines.VanillaDIP, x: torch.Tensor, physics, steps: int, psnr) -> dict:
+    """Figure 2: NMSE and PSNR against iterations and fitting time, for MetaDIP and DIP on one image."""
+    y = physics(x)
+
+    def scores(image):
+        return psnr(image.clamp(0, 1), x).item(), (((image - x) ** 2).sum() / (x**2).sum()).item()
+
+    meta = {"steps": [], "psnr": [], "nmse": [], "time_s": []}
+    for k in [k for k in (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300) if k <= steps]:
+        start = time.perf_counter()  # the image after k steps is a run of its own
+        with torch.no_grad():
+            image = model(y, physics, steps=k)
+        meta["time_s"].append(time.perf_counter() - start)
+        meta["steps"].append(k)
+        for key, value in zip(("psnr", "nmse"), scores(image)):
+            meta[key].append(value)
+
+    vanilla = {"steps": [], "psnr": [], "nmse": [], "time_s": []}
+    clock = {"fit": 0.0, "last": time.perf_counter()}
+
+    def callback(k, image):
+        clock["fit"] += time.perf_counter() - clock["last"]  # fitting time only, scoring excluded
+        vanilla["steps"].append(k)
+        vanilla["time_s"].append(clock["fit"])
+        for key, value in zip(("psnr", "nmse"), scores(image)):
+            vanilla[key].append(value)
+        clock["last"] = time.perf_counter()
+
+    with torch.no_grad():
+        dip(y, physics, callback=callback)
+    return {"MetaDIP": meta, "DIP": vanilla}
+
+
+def speedup(model: MetaDIP, dip: baselines.VanillaDIP, x: torch.Tensor, physics, psnr) -> dict:
+    """Per image: DIP's time to reach MetaDIP(50)'s PSNR / MetaDIP(50)'s time."""
+    ratios, bounds = [], []
+    for i in range(len(x)):
+        xi = x[i: i + 1]
+        y = physics(xi)
+        start = time.perf_counter()
+        with torch.no_grad():
+            target = psnr(model(y, physics).clamp(0, 1), xi).item()
+        meta_time = time.perf_counter() - start
+        state = {"reached": None, "fit": 0.0, "last": time.perf_counter()}
+
+        def callback(k, image, state=state):
+            state["fit"] += time.perf_counter() - state["last"]
+            if state["reached"] is None and psnr(image.clamp(0, 1), xi).item() >= target:
+                state["reached"] = state["fit"]
+            state["last"] = time.perf_counter()
+
+        with torch.no_grad():
+            dip(y, physics, callback=callback)
+        reached = state["reached"] is not None
+        ratios.append((state["reached"] if reached else state["fit"]) / meta_time)
+        bounds.append(not reached)
+    ratio = float(torch.tensor(ratios).median())
+    return {"speedup": ratio, "per_image": ratios, "lower_bound": any(bounds),
+            "note": "median over test faces; entries where DIP never reached MetaDIP(50)'s PSNR are lower bounds"}
+
+
+def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) -> dict:
+    """Run the benchmark; returns the results dict and writes results/figures/checkpoints to ``out``."""
+    cfg = dict(QUICK if quick else FULL)
+    device = torch.device(device) if device else default_device()
+    root = data_root(root)
+    out = Path(out) if out is not None else None
+    started = time.perf_counter()
+    log(f"MetaDIP benchmark ({'quick' if quick else 'full'}) | {machine(device)}")
+    log(f"config: {cfg}")
+    data = load_data(root, cfg, device)
+    size = (3, cfg["img_size"], cfg["img_size"])
+    psnr = dinv.loss.metric.PSNR()
+    generator = dict(channels=cfg["channels"], latent_channels=cfg["latent_channels"],
+                     fourier_features=cfg["fourier_features"])
+
+    log(f"meta-training on {len(data['train'])} CelebA faces {size}, denoising sigma=25, "
+        f"{cfg['train_steps']} inner steps, {cfg['train_minutes']} min per model")
+    torch.manual_seed(seed)
+    metadip, dip_steps, dip_seconds = meta_train(
+        MetaDIP(size, steps=cfg["test_steps"], train_steps=cfg["train_steps"], lr=cfg["inner_lr"],
+                momentum=cfg["momentum"], tv_weight=cfg["tv_weight"], seed=seed, **generator),
+        data, cfg, device, seed, "MetaDIP")
+    siren, siren_steps, siren_seconds = meta_train(
+        MetaSIREN(size, steps=cfg["train_steps"], lr=cfg["siren_lr"], learn_lr=False, hidden=cfg["siren_hidden"],
+                  layers=cfg["siren_layers"]),
+        data, cfg, device, seed, "MetaSIREN")
+    if out is not None:
+        save(metadip, out / "metadip.pt", outer_steps=dip_steps, train_time_s=dip_seconds)
+
+    denoiser = load_denoiser(root / cfg["denoiser"], device=device)
+    try:
+        bm3d = dinv.models.BM3D()
+        import bm3d as _  # noqa: F401  (deepinv's wrapper imports it lazily)
+    except ImportError:
+        bm3d = None
+        log("  BM3D: the `bm3d` package is not installed (pip install bm3d); its rows are left out")
+
+    rows = []
+    for name, (physics, complex_physics) in problems(cfg, device).items():
+        methods = {}
+        if name.startswith("denoising") and bm3d is not None:
+            sigma = float(name.split("=")[1]) / 255
+            methods["BM3D"] = lambda y, physics, s=sigma: bm3d(y, s)
+        params = tune_pnp(denoiser, physics, complex_physics, data["tune"], cfg, psnr)
+        methods[f"PnP-ADMM (FFDNet) {params}"] = baselines.PnPADMM(denoiser, **params, complex_physics=complex_physics)
+        for iterations in cfg["dip_iterations"]:
+            methods[f"DIP ({iterations})"] = baselines.VanillaDIP(size, iterations=iterations, lr=cfg["dip_lr"],
+                                                                  generator=dict(generator, complex_physics=complex_physics))
+        siren.complex_physics = metadip.complex_physics = complex_physics
+        methods[f"MetaSIREN ({cfg['test_steps']})"] = lambda y, physics: siren(y, physics, steps=cfg["test_steps"])
+        methods[f"MetaDIP ({cfg['test_steps']})"] = metadip
+        for dataset in ("faces", "patches"):
+            for method, recon in methods.items():
+                score = evaluate(recon, data[dataset], physics, complex_physics, psnr)
+                rows.append({"task": f"{name} ({dataset})", "method": method.split(" {")[0], **score,
+                             **({"params": params} if method.startswith("PnP") else {})})
+                log(f"  {name} {dataset:8s} {method:40s} {score['psnr']:6.2f} ± {score['psnr_std']:.2f} dB "
+                    f"{score['time_s']:.2f} s/image")
+    siren.complex_physics = metadip.complex_physics = False
+
+    log("time-to-PSNR (denoising sigma=25, faces)")
+    physics = problems(cfg, device)["denoising sigma=25"][0]
+    dip = baselines.VanillaDIP(size, iterations=max(cfg["dip_iterations"]), lr=cfg["dip_lr"], generator=generator)
+    speed = speedup(metadip, dip, data["faces"], physics, psnr)
+    log(f"  speed-up {speed['speedup']:.1f}x{' (lower bound)' if speed['lower_bound'] else ''}; per image "
+        + ", ".join(f"{r:.1f}" for r in speed["per_image"]))
+    curves = convergence(metadip, dip, data["faces"][:1], physics, cfg["curve_steps"], psnr)
+
+    result = {
+        "benchmark": "metadip", "quick": quick, "device": machine(device),
+        "config": dict(cfg, seed=seed, data_root=str(root), meta_training={
+            "MetaDIP": {"outer_steps": dip_steps, "train_time_s": dip_seconds},
+            "MetaSIREN": {"outer_steps": siren_steps, "train_time_s": siren_seconds}}),
+        "wall_time_s": time.perf_counter() - started,
+        "speedup": speed["speedup"], "speedup_detail": speed,
+        "rows": rows, "convergence": curves,
+    }
+    if out is not None:
+        write_outputs(result, out)
+    log(format_table(result))
+    log(f"wall time {result['wall_time_s']:.0f} s on {result['device']}")
+    return result
+
+
+def format_table(result: dict) -> str:
+    rows = result["rows"]
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    psnr_cell = lambda r: "—" if r is None else f"{r['psnr']:.2f} ± {r['psnr_std']:.2f}"  # noqa: E731
+    time_rows = [dict(r, task=r["task"].split(" (")[0]) for r in rows if r["task"].endswith("(faces)")]
+    time_cell = lambda r: "—" if r is None else f"{r['time_s']:.2f}"  # noqa: E731
+    speed = result["speedup_detail"]
+    return ("PSNR (dB, mean ± std over test images)\n\n" + markdown_table(rows, tasks, methods, psnr_cell)
+            + "\nTime per image (s, faces)\n\n"
+            + markdown_table(time_rows, list(dict.fromkeys(r["task"] for r in time_rows)), methods, time_cell)
+            + f"\nTime-to-PSNR speed-up of MetaDIP(50) over DIP (denoising sigma=25, faces): "
+              f"{'≥ ' if speed['lower_bound'] else ''}{speed['speedup']:.1f}x (median; per image "
+            + ", ".join(f"{r:.1f}" for r in speed["per_image"]) + ")\n")
+
+
+def write_outputs(result: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    write_results(out, result)
+    header = (f"Command: `deepinv-meta benchmark metadip{' --quick' if result['quick'] else ''}`  \n"
+              f"Device: {result['device']}  \nWall time: {result['wall_time_s']:.0f} s  \n"
+              f"Config: `{ {k: v for k, v in result['config'].items() if k != 'data_root'} }`\n\n")
+    (out / "table.md").write_text(header + format_table(result))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, record in result["convergence"].items():
+        axes[0].semilogy(record["steps"], record["nmse"], "-o" if name == "MetaDIP" else "-", ms=3, label=name)
+        axes[1].plot(record["time_s"], record["psnr"], "-o" if name == "MetaDIP" else "-", ms=3, label=name)
+    axes[0].set_xlabel("iterations")
+    axes[0].set_ylabel("NMSE")
+    axes[0].set_xscale("log")
+    axes[1].set_xlabel("fitting time (s)")
+    axes[1].set_ylabel("PSNR (dB)")
+    axes[1].set_xscale("log")
+    for ax in axes:
+        ax.legend()
+        ax.set_title("denoising sigma=25, one held-out face")
+    fig.tight_layout()
+    fig.savefig(out / "convergence.png", dpi=120)
+    plt.close(fig)
