@@ -1,0 +1,26 @@
+"""`deepinv-meta benchmark metadip --quick` end to end (slow: about 10 minutes on one CPU core)."""
+
+import json
+import os
+
+import pytest
+
+
+@pytest.mark.slow
+def test_quick_metadip_benchmark_writes_the_contract(tmp_path):
+    if not os.environ.get("DEEPINV_META_DATA"):
+        pytest.skip("needs the offline data (DEEPINV_META_DATA)")
+    from deepinv_meta import load
+    from deepinv_meta.cli import main
+
+    assert main(["benchmark", "metadip", "--quick", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["benchmark"] == "metadip" and result["quick"] is True and result["speedup"] > 0
+    tasks = {row["task"] for row in result["rows"]}
+    assert {"denoising sigma=25 (faces)", "CS m/n=1/4 (patches)", "PR m/n=1/4 (faces)"} <= tasks
+    methods = {row["method"] for row in result["rows"]}
+    assert {"PnP-ADMM (FFDNet)", "DIP (50)", "MetaSIREN (50)", "MetaDIP (50)"} <= methods
+    assert all(row["time_s"] > 0 and row["psnr"] > 5 for row in result["rows"])
+    for name in ("table.md", "convergence.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    load(tmp_path / "metadip.pt")
