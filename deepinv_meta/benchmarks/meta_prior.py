@@ -35,7 +35,7 @@ from ..io import load, safe_load, save
 from ..models import MetaPDNet
 from ..tasks import decimation, meta_prior_tasks
 from ..weights import load_denoiser
-from .report import machine, markdown_table, write_results
+from .report import machine, markdown_table, write_results, write_table
 
 FULL = dict(
     depth=20, channels=32, patch_size=32, batch_size=8, inner_steps=1, inner_lr=1e-3, outer_lr=5e-3, lam=0.0,
@@ -294,10 +294,7 @@ def write_outputs(result: dict, curves: dict, visuals: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     write_results(out, result)
-    header = (f"Command: `deepinv-meta benchmark meta-prior{' --quick' if result['quick'] else ''}`  \n"
-              f"Device: {result['device']}  \nWall time: {result['wall_time_s']:.0f} s  \n"
-              f"Config: `{ {k: v for k, v in result['config'].items() if k != 'data_root'} }`\n\n")
-    (out / "table.md").write_text(header + format_table(result))
+    write_table(out, result, format_table(result))
 
     # Figure B.2: PSNR against fine-tuning steps.
     tasks = list(dict.fromkeys(t for t, _, _ in curves))

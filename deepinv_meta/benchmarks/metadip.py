@@ -37,7 +37,7 @@ from ..io import save
 from ..models import MetaDIP, MetaSIREN
 from ..tasks import Task
 from ..weights import load_denoiser
-from .report import machine, markdown_table, write_results
+from .report import machine, markdown_table, write_results, write_table
 
 FULL = dict(
     img_size=64, channels=(32, 64, 128), latent_channels=8, fourier_features=16, train_steps=20, test_steps=50,
@@ -319,10 +319,7 @@ def write_outputs(result: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     write_results(out, result)
-    header = (f"Command: `deepinv-meta benchmark metadip{' --quick' if result['quick'] else ''}`  \n"
-              f"Device: {result['device']}  \nWall time: {result['wall_time_s']:.0f} s  \n"
-              f"Config: `{ {k: v for k, v in result['config'].items() if k != 'data_root'} }`\n\n")
-    (out / "table.md").write_text(header + format_table(result))
+    write_table(out, result, format_table(result))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name, record in result["convergence"].items():
         axes[0].semilogy(record["steps"], record["nmse"], "-o" if name == "MetaDIP" else "-", ms=3, label=name)

@@ -33,3 +33,11 @@ def markdown_table(rows: list[dict], columns: list[str], methods: list[str], cel
     for method in methods:
         lines.append(f"| {method} | " + " | ".join(cell(lookup.get((method, c))) for c in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_table(out: Path, result: dict, table: str) -> None:
+    """``table.md``: the command, device, wall time and configuration of the run, then ``table``."""
+    header = (f"Command: `deepinv-meta benchmark {result['benchmark']}{' --quick' if result['quick'] else ''}`  \n"
+              f"Device: {result['device']}  \nWall time: {result['wall_time_s']:.0f} s  \n"
+              f"Config: `{ {k: v for k, v in result['config'].items() if k != 'data_root'} }`\n\n")
+    (out / "table.md").write_text(header + table)
