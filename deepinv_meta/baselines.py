@@ -204,13 +204,13 @@ class VanillaDIP(dinv.models.Reconstructor):
         super().__init__()
         if not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"iterations must be a positive integer, got {iterations!r}.")
-        self.template = MetaDIP(img_size, steps=0, **(generator or {}))  # random init, never trained
+        # random init, never trained; no TV: vanilla DIP fits the data term only
+        self.template = MetaDIP(img_size, steps=0, **{**(generator or {}), "tv_weight": 0.0})
         self.iterations, self.lr, self.jitter, self.ema = iterations, lr, jitter, ema
 
     def forward(self, y, physics, callback=None, **kwargs):
         """``callback(k, x_k)`` receives the current output (EMA) after iteration ``k`` (1-based)."""
         from .bilevel.inner import check_finite
-        from .losses import measurement_consistency_loss
 
         template = self.template
         template.check_inputs(y, physics)
@@ -224,7 +224,7 @@ class VanillaDIP(dinv.models.Reconstructor):
                 for k in range(self.iterations):
                     noise = torch.randn(template.z.shape, generator=rng, device=y.device, dtype=y.dtype)
                     x = net(template.fourier(template.z + self.jitter * noise))
-                    loss = measurement_consistency_loss(template.physics_input(x), y[i: i + 1], physics)
+                    loss = template.inner_loss(x, y[i: i + 1], physics)
                     check_finite(loss, f"DIP loss at iteration {k}")
                     optimizer.zero_grad()
                     loss.backward()

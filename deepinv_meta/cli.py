@@ -57,6 +57,9 @@ def run_benchmark(args) -> int:
 
     from .data import data_root
 
+    if args.reuse_meta_models and args.name != "meta-prior":
+        print(f"error: --reuse-meta-models applies to the meta-prior benchmark only, not {args.name}.", file=sys.stderr)
+        return 2
     out = Path(args.out or f"benchmark-results/{args.name}{'-quick' if args.quick else ''}")
     try:
         root = data_root(args.data_root)

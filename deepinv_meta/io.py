@@ -61,9 +61,13 @@ def save(model: torch.nn.Module, path: str | os.PathLike, **metadata) -> Path:
     return atomic_save(payload, path)
 
 
-def load(path: str | os.PathLike, map_location="cpu") -> torch.nn.Module:
-    """Rebuild a meta-model saved with :func:`save` (or the model of a :class:`MetaTrainer` checkpoint)."""
+def load(path: str | os.PathLike, map_location="cpu", return_metadata: bool = False):
+    """Rebuild a meta-model saved with :func:`save` (or the model of a :class:`MetaTrainer` checkpoint).
+
+    :param bool return_metadata: also return the keyword metadata given to :func:`save` (``{}`` if none).
+    """
     payload = safe_load(path, map_location)
+    metadata = payload.get("metadata", {})
     if "model_class" in payload:  # a MetaTrainer checkpoint
         payload = {"class": payload["model_class"], "config": payload["model_config"], "state_dict": payload["model"]}
     classes = _model_classes()
@@ -71,4 +75,4 @@ def load(path: str | os.PathLike, map_location="cpu") -> torch.nn.Module:
         raise ValueError(f"{path}: unknown model class {payload.get('class')!r}; known: {sorted(classes)}.")
     model = classes[payload["class"]](**payload["config"])
     model.load_state_dict(payload["state_dict"])
-    return model
+    return (model, metadata) if return_metadata else model

@@ -41,3 +41,10 @@ def test_benchmark_rejects_unknown_names(capsys):
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["benchmark", "no-such-paper"])
+
+
+def test_reuse_meta_models_is_refused_outside_meta_prior(capsys, tmp_path):
+    from deepinv_meta.cli import main
+
+    assert main(["benchmark", "metadip", "--reuse-meta-models", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "meta-prior benchmark only" in capsys.readouterr().err

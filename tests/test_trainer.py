@@ -146,3 +146,17 @@ def test_evaluate_with_a_per_image_metric(small_tasks):
         entry = scores[task.name]
         assert set(entry) == {"meta", "adapted", "meta_std", "adapted_std"}
         assert 0 < entry["meta"] < 100 and entry["meta_std"] >= 0
+
+
+def test_checkpoints_from_before_learned_lr_modes_resume(small_tasks, tmp_path):
+    """Older checkpoints stored learn_inner_lr=True (now 'per_step') and no outer_loss (L2)."""
+    from deepinv_meta.io import atomic_save, safe_load
+
+    path = tmp_path / "old.pt"
+    trainer = make_trainer(small_tasks, learn_inner_lr=True, checkpoint=path)
+    trainer.train(steps=1)
+    state = safe_load(path)
+    state["config"]["learn_inner_lr"] = True
+    del state["config"]["outer_loss"]
+    atomic_save(state, path)
+    assert make_trainer(small_tasks, learn_inner_lr=True, checkpoint=path).step == 1

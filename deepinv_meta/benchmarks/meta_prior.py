@@ -31,7 +31,7 @@ from .. import baselines
 from ..bilevel import MetaTrainer, finetune
 from ..bilevel.trainer import default_device
 from ..data import data_root, extract_patches, load_image_folder, load_knee_slices
-from ..io import load, safe_load, save
+from ..io import load, save
 from ..models import MetaPDNet
 from ..tasks import decimation, meta_prior_tasks
 from ..weights import load_denoiser
@@ -130,12 +130,11 @@ def meta_train(inner_loss: str, tasks, cfg: dict, device, seed: int, out: Path |
 
 def reload_meta_model(path: Path, cfg: dict):
     """A saved meta-model, checked against the run's configuration: ``(model, outer steps, train time)``."""
-    model = load(path)
+    model, metadata = load(path, return_metadata=True)
     if (model.depth, model.channels) != (cfg["depth"], cfg["channels"]):
         raise ValueError(f"{path} holds MetaPDNet(depth={model.depth}, channels={model.channels}) but this run is "
                          f"configured for depth={cfg['depth']}, channels={cfg['channels']}; reuse meta-models from a "
                          "run with the same --quick setting.")
-    metadata = safe_load(path).get("metadata", {})
     return model, int(metadata.get("outer_steps", 0)), metadata.get("train_time_s")  # None: not recorded
 
 

@@ -250,7 +250,8 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) ->
         log("  BM3D: the `bm3d` package is not installed (pip install bm3d); its rows are left out")
 
     rows = []
-    for name, (physics, complex_physics) in problems(cfg, device).items():
+    suite = problems(cfg, device)
+    for name, (physics, complex_physics) in suite.items():
         methods = {}
         if name.startswith("denoising") and bm3d is not None:
             sigma = float(name.split("=")[1]) / 255
@@ -273,7 +274,7 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) ->
     siren.complex_physics = metadip.complex_physics = False
 
     log("time-to-PSNR (denoising sigma=25, faces)")
-    physics = problems(cfg, device)["denoising sigma=25"][0]
+    physics = suite["denoising sigma=25"][0]
     dip = baselines.VanillaDIP(size, iterations=max(cfg["dip_iterations"]), lr=cfg["dip_lr"], generator=generator)
     speed = speedup(metadip, dip, data["faces"], physics, psnr)
     log(f"  speed-up {speed['speedup']:.1f}x{' (lower bound)' if speed['lower_bound'] else ''}; per image "

@@ -353,6 +353,8 @@ class MetaTrainer:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a MetaTrainer checkpoint (format {state.get('format')!r}).")
         saved = {"outer_loss": "l2", **state["config"]}  # checkpoints older than outer_loss used the MSE
+        if saved.get("learn_inner_lr") is True:  # older checkpoints stored True for per-step learning rates
+            saved["learn_inner_lr"] = "per_step"
         differing = {k: (v, saved.get(k)) for k, v in self.config.items() if saved.get(k) != v}
         if differing:
             raise ValueError(
