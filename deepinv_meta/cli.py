@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # name -> module under deepinv_meta.benchmarks with run(quick, device, root, out, seed)
-BENCHMARKS = {"meta-prior": "meta_prior", "metadip": "metadip"}
+BENCHMARKS = {"meta-prior": "meta_prior", "metadip": "metadip", "variational": "variational"}
 
 
 def main(argv=None) -> int:

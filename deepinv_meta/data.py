@@ -146,3 +146,22 @@ def load_knee_slices(root: str | os.PathLike | None = None, patients=range(1, 11
         magnitude = magnitude / magnitude.max()
         slices.append(torch.stack([magnitude, torch.zeros_like(magnitude)]))
     return torch.stack(slices)
+
+
+def load_mnist(root: str | os.PathLike | None = None, file: str = "t10k-images-idx3-ubyte.gz") -> torch.Tensor:
+    """MNIST digits from an idx file (``mnist/<file>`` under the data root) as ``(N, 1, 28, 28)`` in [0, 1].
+
+    The offline data holds the official test set (10,000 digits); the variational benchmark splits it.
+    """
+    import gzip
+
+    path = data_root(root) / "mnist" / file
+    if not path.is_file():
+        raise FileNotFoundError(f"MNIST file {path} not found (expected the official idx .gz files under mnist/).")
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    magic, count, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in range(0, 16, 4))
+    if magic != 2051:
+        raise ValueError(f"{path} is not an idx image file (magic number {magic}, expected 2051).")
+    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(count, 1, rows, cols)
+    return torch.from_numpy(pixels.astype(np.float32) / 255.0)

@@ -89,3 +89,41 @@ def proximal_penalty(fast_params, meta_params, lam: float) -> torch.Tensor:
     for phi, theta in zip(fast_params, meta_params):
         total = total + torch.sum((phi - theta) ** 2)
     return 0.5 * lam * total
+
+
+class VariationalLoss:
+    r"""End-to-end loss of a learned variational solver (Fablet et al., eq. 5):
+
+    .. math::
+
+        \mathcal{L}(x, \tilde x) = \nu_1 \operatorname{mean}\|x - \tilde x\|^2 + \nu_2 \operatorname{mean}\|x - \Phi(x)\|^2
+        + \nu_3 \operatorname{mean}\|\tilde x - \Phi(\tilde x)\|^2,
+
+    a callable ``loss(x_hat, x)`` usable as ``MetaTrainer(outer_loss=...)``.
+
+    :param torch.nn.Module prior: the operator :math:`\Phi` of the variational cost.
+    :param tuple nu: :math:`(\nu_1, \nu_2, \nu_3)` (paper: 1, 0.05, 0.05).
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_meta.losses import VariationalLoss
+    >>> loss = VariationalLoss(torch.nn.Identity())
+    >>> loss(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
+    tensor(1.)
+    """
+
+    __name__ = "variational"  # the name MetaTrainer records in its configuration
+
+    def __init__(self, prior, nu=(1.0, 0.05, 0.05)):
+        if len(nu) != 3 or any(n < 0 for n in nu):
+            raise ValueError(f"nu must be three weights >= 0, got {nu!r}.")
+        self.prior, self.nu = prior, tuple(float(n) for n in nu)
+
+    def __call__(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        loss = self.nu[0] * supervised_loss(x_hat, x)
+        if self.nu[1]:
+            loss = loss + self.nu[1] * torch.mean((x - self.prior(x)) ** 2)
+        if self.nu[2]:
+            loss = loss + self.nu[2] * torch.mean((x_hat - self.prior(x_hat)) ** 2)
+        return loss

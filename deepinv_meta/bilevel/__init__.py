@@ -1,8 +1,9 @@
 """The bilevel engine shared by every meta-model: inner loop (on ``higher``), trainer, fine-tuning."""
 
+from .end_to_end import fit_prior, train_end_to_end
 from .finetune import finetune
 from .inner import InnerLoop, InnerResult, NonFiniteLossError
 from .optimizers import DifferentiableAdam
 from .trainer import MetaTrainer
 
-__all__ = ["InnerLoop", "InnerResult", "NonFiniteLossError", "DifferentiableAdam", "MetaTrainer", "finetune"]
+__all__ = ["InnerLoop", "InnerResult", "NonFiniteLossError", "DifferentiableAdam", "MetaTrainer", "finetune", "train_end_to_end", "fit_prior"]

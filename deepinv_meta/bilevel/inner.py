@@ -37,9 +37,11 @@ class NonFiniteLossError(FloatingPointError):
 
 def check_finite(loss: torch.Tensor, where: str) -> None:
     """Raise :class:`NonFiniteLossError` naming ``where`` if ``loss`` is NaN or infinite."""
-    if not torch.isfinite(loss).all():
+    finite = torch.isfinite(loss)
+    if not finite.all():
+        value = loss.detach().cpu().tolist() if loss.numel() <= 8 else f"non-finite in {(~finite).sum().item()} of {loss.numel()} entries"
         raise NonFiniteLossError(
-            f"{where} is {loss.detach().cpu().tolist()}. Lower the learning rate (inner lr or "
+            f"{where} is {value}. Lower the learning rate (inner lr or "
             "outer lr), check the inputs for NaN/Inf, or normalise the images to [0, 1]."
         )
 

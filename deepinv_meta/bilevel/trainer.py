@@ -56,6 +56,10 @@ class MetaTrainer:
     :param str outer_loss: ``"l2"`` (mean squared error, default), ``"l1"``, or a callable
         ``loss(x_hat, x)``.
     :param float outer_lr: Adam learning rate of the meta-weights.
+    :param dict lr_scales: multiply the outer learning rate of some weights, ``{name prefix: factor}``
+        with prefixes of ``model.named_parameters()`` or ``"inner."`` for the learned inner settings,
+        e.g. ``{"cost.prior.": 0.5}`` (Fablet et al.: halved learning rate for :math:`\Phi`). The
+        first matching prefix applies; other weights use ``outer_lr``.
     :param int outer_lr_decay_steps: if set, the outer learning rate follows a cosine decay from
         ``outer_lr`` to 0 over this many steps (a function of the step only, so resuming is exact).
     :param int batch_size: images per train/test batch of each episode.
@@ -94,6 +98,7 @@ class MetaTrainer:
         learn_inner_lr: bool = False,
         outer_loss="l2",
         outer_lr: float = 1e-3,
+        lr_scales: dict | None = None,
         outer_lr_decay_steps: int | None = None,
         batch_size: int = 8,
         device=None,
@@ -130,9 +135,12 @@ class MetaTrainer:
         self.outer_loss = outer_loss
         self._outer_loss_fn = outer_loss_function(outer_loss)
         # only trainable weights (e.g. a frozen denoiser inside a model is not meta-learned)
-        self.meta_params = [p for p in list(self.model.parameters()) + list(self.inner.parameters()) if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.meta_params, lr=outer_lr)
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        named += [(f"inner.{n}", p) for n, p in self.inner.named_parameters() if p.requires_grad]
+        self.meta_params = [p for _, p in named]
+        self.lr_scales = dict(lr_scales or {})
         self.outer_lr = outer_lr
+        self.optimizer = torch.optim.Adam(self._param_groups(named), lr=outer_lr)
         self.outer_lr_decay_steps = outer_lr_decay_steps
         self.batch_size = batch_size
         self.seed = seed
@@ -163,12 +171,29 @@ class MetaTrainer:
             "learn_inner_lr": inner.learn_lr,
             "outer_loss": self.outer_loss if isinstance(self.outer_loss, str) else getattr(self.outer_loss, "__name__", "custom"),
             "outer_lr": self.outer_lr,
+            "lr_scales": self.lr_scales,
             "outer_lr_decay_steps": self.outer_lr_decay_steps,
             "batch_size": self.batch_size,
             "seed": self.seed,
             "tasks": [t.name for t in self.tasks],
             "model": type(self.model).__name__,
         }
+
+    def _param_groups(self, named) -> list[dict]:
+        """One Adam parameter group per learning-rate scale (``lr_scale`` 1 for unmatched weights)."""
+        unused = set(self.lr_scales)
+        groups: dict[float, list] = {}
+        for name, p in named:
+            prefix = next((k for k in self.lr_scales if name.startswith(k)), None)
+            unused.discard(prefix)
+            scale = float(self.lr_scales[prefix]) if prefix is not None else 1.0
+            if not scale > 0:
+                raise ValueError(f"lr_scales[{prefix!r}] must be > 0, got {scale!r}.")
+            groups.setdefault(scale, []).append(p)
+        if unused:
+            raise ValueError(f"lr_scales prefixes {sorted(unused)} match no trainable weight; names look like "
+                             f"{[n for n, _ in named[:3]]}.")
+        return [{"params": params, "lr": self.outer_lr * scale, "lr_scale": scale} for scale, params in groups.items()]
 
     def current_outer_lr(self) -> float:
         """Outer learning rate of the coming step (cosine decay when ``outer_lr_decay_steps`` is set)."""
@@ -210,7 +235,7 @@ class MetaTrainer:
                     record["inner_last"][task.name] = result.losses[-1]
             self._check_gradients()
             for group in self.optimizer.param_groups:
-                group["lr"] = self.current_outer_lr()
+                group["lr"] = self.current_outer_lr() * group["lr_scale"]
             if self.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.meta_params, self.grad_clip)
             self._guarded_update()
@@ -352,7 +377,8 @@ class MetaTrainer:
         state = safe_load(path, map_location=self.device)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a MetaTrainer checkpoint (format {state.get('format')!r}).")
-        saved = {"outer_loss": "l2", **state["config"]}  # checkpoints older than outer_loss used the MSE
+        # checkpoints older than outer_loss / lr_scales used the MSE / one learning rate
+        saved = {"outer_loss": "l2", "lr_scales": {}, **state["config"]}
         if saved.get("learn_inner_lr") is True:  # older checkpoints stored True for per-step learning rates
             saved["learn_inner_lr"] = "per_step"
         differing = {k: (v, saved.get(k)) for k, v in self.config.items() if saved.get(k) != v}
@@ -364,5 +390,7 @@ class MetaTrainer:
         self.model.load_state_dict(state["model"])
         self.inner.load_state_dict(state["inner"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # older checkpoints have one group and no lr_scale
+            group.setdefault("lr_scale", 1.0)
         self.step = state["step"]
         self.history = list(state["history"])

@@ -1,0 +1,418 @@
+r"""Learned variational solvers benchmark (Fablet, Drumetz & Rousseau, Tables 1-2, Figures 1-3) at CPU scale.
+
+``deepinv-meta benchmark variational [--quick]``. Protocol:
+
+- **MNIST** (the offline official test-set idx file, 10,000 digits: the first ``mnist_train`` for
+  training, the last ``mnist_test`` for testing): 3 random 9×9 holes and Gaussian noise of variance
+  :math:`0.1\sigma^2` (:math:`\sigma^2` the pixel variance of the training digits) on the observed
+  pixels. Rows of Table 1: dictionary learning with iterative OMP / Lasso coding-decoding (scikit-learn;
+  left out with a message when it is not installed), PCA (50 components) + FSGD and + LSTM-S
+  (fixed prior), dense AE (20-d code) + FP(1) (joint), + LSTM-S with the pre-trained AE fixed and
+  jointly trained, 2S-CNN + FP(1) and + LSTM-S (joint).
+- **Lorenz-63** (dt 0.01, observed every 8 steps, noise variance 2) and **Lorenz-96** (40
+  components, F = 8, dt 0.05, every 4 steps, 20 random components, noise variance 2), simulated with
+  scipy's RK45; windows of 200 steps (train from the first 3/4 of the trajectory, test from the
+  rest). Rows of Table 2: the true ODE through an RK4 step as prior with FSGD and LSTM-S, and a
+  jointly learned 2S-CNN + LSTM-S. Series are standardised (global mean and standard deviation of
+  the training windows) before learning; scores are invariant to it.
+- Scores are normalised by the data variance :math:`\sigma^2`: R-score (MSE on all pixels), I-score
+  (MSE on the unobserved pixels), P-score (:math:`\|x - \Phi(x)\|^2` on clean test data).
+- FSGD step size and :math:`\lambda_2/\lambda_1` are tuned on a log-10 grid on training samples, and
+  the best iteration along the pathway is used (as the paper); the LSTM solvers are trained with
+  ν = (1, 0.05, 0.05), iterations grown 5 → 20, a halved learning rate for Φ in joint training.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from pathlib import Path
+
+import deepinv as dinv
+import torch
+
+from ..baselines import SparseCodingInpainter
+from ..bilevel import NonFiniteLossError, fit_prior, train_end_to_end
+from ..bilevel.trainer import default_device
+from ..data import load_mnist
+from ..dynamics import SYSTEMS, sample_sequences, simulate
+from ..models.variational import (FSGD, AutoEncoderPrior, FixedPoint, LSTMSolver, ODEPrior, PCAPrior, TwoScaleCNN,
+                                  VariationalCost, VariationalReconstructor)
+from ..physics import RandomHolesMaskGenerator, TimeSeriesMaskGenerator
+from ..tasks import Task
+from .report import machine, markdown_table, write_results, write_table
+
+FULL = dict(
+    mnist_train=8000, mnist_test=1000, pca_components=50, ae_latent=20, cnn_hidden=32, lstm_hidden=5,
+    train_minutes=3.0, ae_pretrain_steps=3000, batch_size=32, lr=1e-3, iterations=(5, 20),
+    fsgd_iterations=1000, fsgd_stepsizes=[1.0, 10.0, 100.0, 1000.0], fsgd_prior_weights=[0.1, 1.0, 10.0],
+    fsgd_tune_samples=200, dict_atoms=100, dict_sparsity=[5, 10, 20], dict_alpha=[0.02, 0.1, 0.5], dict_iterations=5,
+    lorenz63=dict(steps=20000, train_sequences=2000, test_sequences=200, every=8, observed=None, noise_variance=2.0),
+    lorenz96=dict(steps=10000, train_sequences=1000, test_sequences=128, every=4, observed=20, noise_variance=2.0),
+    sequence_length=200, lorenz_lstm_hidden=20, lorenz_cnn_hidden=30, lorenz_fsgd_iterations=3000,
+)
+QUICK = dict(
+    FULL, mnist_train=2000, mnist_test=200, train_minutes=0.4, ae_pretrain_steps=300, fsgd_iterations=200,
+    fsgd_tune_samples=64, dict_atoms=50, dict_sparsity=[10], dict_alpha=[0.1], dict_iterations=3,
+    lorenz63=dict(FULL["lorenz63"], steps=4000, train_sequences=256, test_sequences=32),
+    lorenz96=dict(FULL["lorenz96"], steps=3000, train_sequences=256, test_sequences=32),
+    lorenz_fsgd_iterations=500,
+)
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+# ---------------------------------------------------------------------------------------- scoring
+def scores(x_hat: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, variance: float, prior=None) -> dict:
+    """R-, I- (unobserved entries) and P-scores, all normalised by ``variance``."""
+    error = (x_hat - x) ** 2
+    missing = 1 - torch.broadcast_to(mask, x.shape)
+    result = {"r_score": error.mean().item() / variance,
+              "i_score": (error * missing).sum().item() / max(missing.sum().item(), 1) / variance}
+    if prior is not None:
+        with torch.no_grad():
+            result["p_score"] = torch.mean((x - prior(x)) ** 2).item() / variance
+    return result
+
+
+def reconstruct(model, y, physics, mask, batch_size: int = 256) -> torch.Tensor:
+    """``model(y, physics)`` with one mask per sample, in batches under ``torch.no_grad()`` (as ``deepinv.test``)."""
+    model.eval()
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(y), batch_size):
+            physics.update(mask=mask[i:i + batch_size])
+            parts.append(model(y[i:i + batch_size], physics))
+    return torch.cat(parts)
+
+
+def observe(physics, generator, x: torch.Tensor, seed: int):
+    """Fixed measurements ``(y, mask)``: one mask per sample and noise, reproducible from ``seed``."""
+    mask = generator.step(batch_size=len(x), seed=seed)["mask"]
+    physics.update(mask=mask)
+    physics.noise_model.rng.manual_seed(seed)
+    with torch.no_grad():
+        return physics(x), mask
+
+
+# ---------------------------------------------------------------------------------------- FSGD tuning
+def tune_fsgd(prior, physics, generator, x_tune, cfg_iterations: int, stepsizes, weights, variance, seed: int):
+    """Grid over step size and :math:`\\lambda_2/\\lambda_1`; best R-score along each pathway on ``x_tune``."""
+    y, mask = observe(physics, generator, x_tune, seed)
+    best = {"r_score": math.inf}
+    for stepsize, weight in itertools.product(stepsizes, weights):
+        cost = VariationalCost(prior, 1.0, weight)
+        pathway = []
+
+        def record(k, x):
+            pathway.append(((x - x_tune) ** 2).mean().item() / variance)
+
+        physics.update(mask=mask)
+        try:
+            with torch.no_grad():
+                VariationalReconstructor(cost, FSGD(cfg_iterations, stepsize)).eval()(y, physics, callback=record)
+        except NonFiniteLossError:
+            pass  # a diverging step size: only the finite part of its pathway counts
+        finite = [(r, k + 1) for k, r in enumerate(pathway) if math.isfinite(r)]
+        if finite:
+            r, k = min(finite)
+            if r < best["r_score"]:
+                best = {"r_score": r, "stepsize": stepsize, "lambda_prior": weight, "iterations": k}
+    return best
+
+
+def energy_pathway(model, y, physics, x) -> dict:
+    """Cost :math:`U_\\Phi(x^{(k)})` and normalised error along the solver's iterations (Figure 1)."""
+    costs, errors = [], []
+
+    def record(k, xk):
+        costs.append(model.cost(xk, y, physics).mean().item())
+        errors.append(((xk - x) ** 2).mean().item())
+
+    model.eval()
+    with torch.no_grad():
+        model(y, physics, callback=record)
+    return {"cost": costs, "mse": errors}
+
+
+# ---------------------------------------------------------------------------------------- experiments
+class Experiment:
+    """Shared state of one dataset: data, physics, training task and test measurements."""
+
+    def __init__(self, name, x_train, x_test, physics, generator, cfg, device, seed):
+        self.name, self.cfg, self.device, self.seed = name, cfg, device, seed
+        self.x_train, self.x_test = x_train.to(device), x_test.to(device)
+        self.variance = self.x_train.var().item()
+        self.physics, self.generator = physics.to(device), generator
+        self.task = Task(name, physics, self.x_train, self.x_train, generator=generator)
+        self.y_test, self.mask = observe(self.physics, generator, self.x_test, seed=10**6 + seed)
+        self.rows, self.models = [], {}
+
+    def evaluate(self, method: str, model, prior=None, **extra) -> dict:
+        start = time.perf_counter()
+        x_hat = reconstruct(model, self.y_test, self.physics, self.mask)
+        row = {"task": self.name, "method": method, **scores(x_hat, self.x_test, self.mask, self.variance, prior),
+               "time_s": (time.perf_counter() - start) / len(self.x_test), **extra}
+        self.rows.append(row)
+        log(f"  {self.name:10s} {method:34s} R {row['r_score']:.4g}  I {row['i_score']:.4g}"
+            + (f"  P {row['p_score']:.3g}" if "p_score" in row else ""))
+        return row
+
+    def train(self, method: str, model, *, joint: bool, iterations=(5, 20), minutes=None):
+        cfg = self.cfg
+        start = time.perf_counter()
+        trainer = train_end_to_end(
+            model, [self.task], steps=10**7, iterations=iterations, joint=joint, lr=cfg["lr"],
+            batch_size=cfg["batch_size"], max_time=60 * (minutes or cfg["train_minutes"]), device=self.device,
+            seed=self.seed, progress=False,
+        )
+        seconds = time.perf_counter() - start
+        losses = [r["outer_loss"] for r in trainer.history if not r["skipped"]]
+        log(f"  {self.name:10s} {method:34s} trained {trainer.step} steps in {seconds:.0f} s "
+            f"(loss {losses[0]:.3g} -> {losses[-1]:.3g})")
+        self.models[method] = model
+        return {"train_steps": trainer.step, "train_time_s": seconds}
+
+    def fsgd(self, method: str, prior, iterations: int):
+        cfg = self.cfg
+        tune = self.x_train[: cfg["fsgd_tune_samples"]]
+        best = tune_fsgd(prior, self.physics, self.generator, tune, iterations, cfg["fsgd_stepsizes"],
+                         cfg["fsgd_prior_weights"], self.variance, seed=self.seed)
+        log(f"  {self.name:10s} {method:34s} tuned on {len(tune)} training samples: {best}")
+        model = VariationalReconstructor(VariationalCost(prior, 1.0, best["lambda_prior"]),
+                                         FSGD(best["iterations"], best["stepsize"]))
+        self.models[method] = model
+        return self.evaluate(method, model, prior, fsgd=best)
+
+
+def mnist_experiment(root, cfg, device, seed) -> Experiment:
+    digits = load_mnist(root)
+    x_train, x_test = digits[: cfg["mnist_train"]], digits[-cfg["mnist_test"]:]
+    variance = x_train.var().item()
+    size = (1, 28, 28)
+    physics = dinv.physics.Inpainting(size, mask=torch.ones(size), device=device,
+                                      noise_model=dinv.physics.GaussianNoise(math.sqrt(0.1 * variance), rng=torch.Generator(device)))
+    generator = RandomHolesMaskGenerator(size, holes=3, hole_size=9, device=device)
+    return Experiment("MNIST", x_train, x_test, physics, generator, cfg, device, seed)
+
+
+def run_mnist(exp: Experiment, cfg) -> None:
+    size = (1, 28, 28)
+    # DICT: sparse coding baselines (scikit-learn)
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        log("  DICT rows left out: scikit-learn is not installed (pip install scikit-learn)")
+    else:
+        dictionary = SparseCodingInpainter.fit(exp.x_train.cpu(), atoms=cfg["dict_atoms"], seed=exp.seed)
+        tune = exp.x_train[: cfg["fsgd_tune_samples"]]
+        y_tune, mask_tune = observe(exp.physics, exp.generator, tune, seed=exp.seed)
+        for algorithm, key, grid in (("omp", "sparsity", cfg["dict_sparsity"]), ("lasso", "alpha", cfg["dict_alpha"])):
+            def build(value):
+                return SparseCodingInpainter(dictionary.dictionary, dictionary.mean, algorithm=algorithm,
+                                             iterations=cfg["dict_iterations"], **{key: value})
+            errors = {v: ((reconstruct(build(v), y_tune, exp.physics, mask_tune) - tune) ** 2).mean().item() for v in grid}
+            best = min(errors, key=errors.get)
+            exp.evaluate(f"DICT + {'OMP' if algorithm == 'omp' else 'Lasso'}", build(best), **{key: best})
+
+    # PCA: fitted prior, FSGD and a trained LSTM solver on the fixed cost
+    pca = PCAPrior(size, cfg["pca_components"]).fit(exp.x_train).to(exp.device)
+    log(f"  PCA: {cfg['pca_components']} components explain {pca.explained_variance_ratio:.1%} of the variance")
+    fsgd = exp.fsgd("PCA + FSGD", pca, cfg["fsgd_iterations"])
+    model = VariationalReconstructor(VariationalCost(pca, 1.0, fsgd["fsgd"]["lambda_prior"]), LSTMSolver(1, cfg["lstm_hidden"]))
+    exp.evaluate("PCA + LSTM-S (fixed)", model, pca, **exp.train("PCA + LSTM-S (fixed)", model, joint=False))
+
+    # AE: jointly trained direct inversion, pre-trained prior with a trained solver, and joint training
+    ae = AutoEncoderPrior(size, latent=cfg["ae_latent"])
+    model = VariationalReconstructor(VariationalCost(ae), FixedPoint(1))
+    exp.evaluate("AE + FP(1) (joint)", model, ae, **exp.train("AE + FP(1) (joint)", model, joint=True, iterations=None))
+    ae = AutoEncoderPrior(size, latent=cfg["ae_latent"])
+    losses = fit_prior(ae, exp.x_train, cfg["ae_pretrain_steps"], lr=cfg["lr"], device=exp.device, seed=exp.seed,
+                       progress=False)
+    log(f"  AE pre-trained {len(losses)} steps: ||x - Phi(x)||^2 / sigma^2 = {losses[-1] / exp.variance:.3f}")
+    joint_ae = AutoEncoderPrior(size, latent=cfg["ae_latent"])
+    joint_ae.load_state_dict(ae.state_dict())
+    model = VariationalReconstructor(VariationalCost(ae), LSTMSolver(1, cfg["lstm_hidden"]))
+    exp.evaluate("AE + LSTM-S (fixed)", model, ae, **exp.train("AE + LSTM-S (fixed)", model, joint=False))
+    model = VariationalReconstructor(VariationalCost(joint_ae, learn_weights=True), LSTMSolver(1, cfg["lstm_hidden"]))
+    exp.evaluate("AE + LSTM-S (joint)", model, joint_ae, **exp.train("AE + LSTM-S (joint)", model, joint=True))
+
+    # 2S-CNN: direct inversion and joint cost + solver
+    cnn = TwoScaleCNN(1, cfg["cnn_hidden"])
+    model = VariationalReconstructor(VariationalCost(cnn), FixedPoint(1))
+    exp.evaluate("2S-CNN + FP(1) (joint)", model, cnn, **exp.train("2S-CNN + FP(1) (joint)", model, joint=True, iterations=None))
+    cnn = TwoScaleCNN(1, cfg["cnn_hidden"])
+    model = VariationalReconstructor(VariationalCost(cnn, learn_weights=True), LSTMSolver(1, cfg["lstm_hidden"]))
+    exp.evaluate("2S-CNN + LSTM-S (joint)", model, cnn, **exp.train("2S-CNN + LSTM-S (joint)", model, joint=True))
+    # the learned 2S-CNN cost minimised by plain gradient descent (Figure 1, dashed cyan)
+    exp.fsgd("2S-CNN (learned) + FSGD", cnn, cfg["fsgd_iterations"])
+
+
+def lorenz_experiment(system: str, cfg, device, seed) -> Experiment:
+    spec = cfg[system]
+    dim = SYSTEMS[system][0]
+    length = cfg["sequence_length"]
+    trajectory = simulate(system, spec["steps"], seed=seed)
+    split = 3 * len(trajectory) // 4
+    x_train = sample_sequences(trajectory[:split], spec["train_sequences"], length, seed=seed)
+    x_test = sample_sequences(trajectory[split:], spec["test_sequences"], length, seed=seed + 1)
+    offset, scale = x_train.mean().item(), x_train.std().item()
+    x_train, x_test = (x_train - offset) / scale, (x_test - offset) / scale
+    noise = math.sqrt(spec["noise_variance"]) / scale
+    size = (dim, 1, length)
+    physics = dinv.physics.Inpainting(size, mask=torch.ones(size), device=device,
+                                      noise_model=dinv.physics.GaussianNoise(noise, rng=torch.Generator(device)))
+    generator = TimeSeriesMaskGenerator(dim, length, every=spec["every"], observed=spec["observed"], device=device)
+    exp = Experiment(system, x_train, x_test, physics, generator, cfg, device, seed)
+    exp.normalisation = (offset, scale)
+    return exp
+
+
+def run_lorenz(exp: Experiment, cfg) -> None:
+    system, dim = exp.name, SYSTEMS[exp.name][0]
+    offset, scale = exp.normalisation
+    ode = ODEPrior(system, offset=offset, scale=scale)
+    fsgd = exp.fsgd("RK4 + FSGD", ode, cfg["lorenz_fsgd_iterations"])
+    solver = LSTMSolver(dim, cfg["lorenz_lstm_hidden"], kernel_size=(1, 3))
+    model = VariationalReconstructor(VariationalCost(ode, 1.0, fsgd["fsgd"]["lambda_prior"]), solver)
+    exp.evaluate("RK4 + LSTM-S", model, ode, **exp.train("RK4 + LSTM-S", model, joint=False))
+    cnn = TwoScaleCNN(dim, cfg["lorenz_cnn_hidden"], kernel_size=(1, 3), scale=(1, 4))
+    solver = LSTMSolver(dim, cfg["lorenz_lstm_hidden"], kernel_size=(1, 3))
+    model = VariationalReconstructor(VariationalCost(cnn, learn_weights=True), solver)
+    exp.evaluate("2S-CNN + LSTM-S (joint)", model, cnn, **exp.train("2S-CNN + LSTM-S (joint)", model, joint=True))
+
+
+# ---------------------------------------------------------------------------------------- entry point
+def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) -> dict:
+    cfg = QUICK if quick else FULL
+    device = torch.device(device) if device is not None else default_device()
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    log(f"Learned variational solvers benchmark ({'quick' if quick else 'full'}) | {machine(device)}")
+    log(f"config: {cfg}")
+    rows, pathways, examples = [], {}, {}
+
+    mnist = mnist_experiment(root, cfg, device, seed)
+    log(f"MNIST: {len(mnist.x_train)} training / {len(mnist.x_test)} test digits, sigma^2 = {mnist.variance:.4f}")
+    run_mnist(mnist, cfg)
+    rows += mnist.rows
+    y, x = mnist.y_test[:1], mnist.x_test[:1]
+    mnist.physics.update(mask=mnist.mask[:1])
+    for method in ("PCA + FSGD", "PCA + LSTM-S (fixed)", "2S-CNN (learned) + FSGD", "2S-CNN + LSTM-S (joint)"):
+        pathways[method] = energy_pathway(mnist.models[method], y, mnist.physics, x)
+    examples["MNIST"] = mnist_examples(mnist)
+
+    for system in ("lorenz63", "lorenz96"):
+        exp = lorenz_experiment(system, cfg, device, seed)
+        log(f"{system}: {len(exp.x_train)} training / {len(exp.x_test)} test sequences of {cfg['sequence_length']} steps")
+        run_lorenz(exp, cfg)
+        rows += exp.rows
+        examples[system] = series_examples(exp)
+
+    result = {
+        "benchmark": "variational", "quick": quick, "device": machine(device),
+        "config": dict(cfg, seed=seed, data_root=str(root),
+                       mnist_split="first mnist_train digits of t10k for training, last mnist_test for testing"),
+        "wall_time_s": time.perf_counter() - started, "rows": rows, "energy_pathways": pathways,
+    }
+    if out is not None:
+        write_outputs(result, examples, Path(out))
+    log(format_table(result))
+    log(f"wall time {result['wall_time_s']:.0f} s on {result['device']}")
+    return result
+
+
+def mnist_examples(exp: Experiment, count: int = 8) -> dict:
+    images = {"reference": exp.x_test[:count], "observed": exp.y_test[:count] * exp.mask[:count]}
+    for method, model in exp.models.items():
+        images[method] = reconstruct(model, exp.y_test[:count], exp.physics, exp.mask[:count])
+    return {k: v.cpu() for k, v in images.items()}
+
+
+def series_examples(exp: Experiment) -> dict:
+    series = {"reference": exp.x_test[:1], "observed": exp.y_test[:1] * exp.mask[:1], "mask": exp.mask[:1]}
+    for method, model in exp.models.items():
+        series[method] = reconstruct(model, exp.y_test[:1], exp.physics, exp.mask[:1])
+    return {k: v.cpu() for k, v in series.items()}
+
+
+def format_table(result: dict) -> str:
+    rows = result["rows"]
+    fmt = lambda key, spec: (lambda r: "—" if r is None or key not in r else format(r[key], spec))  # noqa: E731
+    lines = []
+    mnist = [r for r in rows if r["task"] == "MNIST"]
+    if mnist:
+        methods = list(dict.fromkeys(r["method"] for r in mnist))
+        table = [dict(r, task=k) for r in mnist for k in ("R", "I", "P")]
+        for r in table:
+            r["value"] = r.get({"R": "r_score", "I": "i_score", "P": "p_score"}[r["task"]])
+        lines.append("Table 1 — MNIST (scores normalised by the pixel variance)\n\n"
+                     + markdown_table([r for r in table if r["value"] is not None], ["R", "I", "P"], methods,
+                                      fmt("value", ".3f")))
+    series = [r for r in rows if r["task"] != "MNIST"]
+    if series:
+        table = [dict(r, task=f"{r['task']} {k}", value=r.get(key)) for r in series
+                 for k, key in (("R", "r_score"), ("P", "p_score"))]
+        methods = list(dict.fromkeys(r["method"] for r in series))
+        columns = list(dict.fromkeys(r["task"] for r in table))
+        lines.append("Table 2 — Lorenz-63 / Lorenz-96 (normalised by the variance of the series)\n\n"
+                     + markdown_table([r for r in table if r["value"] is not None], columns, methods, fmt("value", ".3e")))
+    return "\n".join(lines)
+
+
+def write_outputs(result: dict, examples: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    write_results(out, result)
+    write_table(out, result, format_table(result))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for method, record in result["energy_pathways"].items():
+        style = "--" if "FSGD" in method else "-"
+        steps = range(1, len(record["cost"]) + 1)
+        axes[0].loglog(steps, record["cost"], style, label=method)
+        axes[1].loglog(steps, record["mse"], style, label=method)
+    axes[0].set_ylabel("variational cost U(x_k)")
+    axes[1].set_ylabel("MSE to the true image")
+    for ax in axes:
+        ax.set_xlabel("solver iteration k")
+        ax.legend(fontsize=8)
+    fig.suptitle("Energy pathways on one MNIST test digit (dashed: FSGD, solid: LSTM solver)")
+    fig.tight_layout()
+    fig.savefig(out / "energy_pathways.png", dpi=120)
+    plt.close(fig)
+
+    images = examples["MNIST"]
+    fig, axes = plt.subplots(len(images), 8, figsize=(8, len(images) * 1.05))
+    for row, (name, batch) in enumerate(images.items()):
+        for col in range(min(8, len(batch))):
+            axes[row, col].imshow(batch[col, 0].clamp(0, 1), cmap="gray", vmin=0, vmax=1)
+            axes[row, col].axis("off")
+        axes[row, 0].set_title(name, fontsize=7, loc="left")
+    fig.tight_layout()
+    fig.savefig(out / "mnist_examples.png", dpi=120)
+    plt.close(fig)
+
+    for system in ("lorenz63", "lorenz96"):
+        series = examples[system]
+        names = [n for n in series if n not in ("mask", "observed")]
+        fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.6 * len(names)), sharex=True)
+        for ax, name in zip(axes, names):
+            data = series[name][0, :, 0]
+            if system == "lorenz96":
+                ax.imshow(data, aspect="auto", cmap="viridis")
+            else:
+                ax.plot(data.T)
+                observed = series["mask"][0, :, 0].bool()
+                for d in range(data.shape[0]):
+                    ax.plot(observed[d].nonzero().flatten(), series["observed"][0, d, 0][observed[d]], "k.", ms=2)
+            ax.set_title(name, fontsize=8, loc="left")
+        axes[-1].set_xlabel("time step")
+        fig.tight_layout()
+        fig.savefig(out / f"{system}_example.png", dpi=120)
+        plt.close(fig)

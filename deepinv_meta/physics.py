@@ -1,0 +1,97 @@
+r"""Mask generators for partially observed data (Fablet, Drumetz & Rousseau, section 4).
+
+Both draw masks for deepinv's :class:`deepinv.physics.Inpainting`, whose measurements are
+:math:`y = \Omega \odot (x + n)`, through the usual ``physics.update(**generator.step(batch_size))``.
+
+Time series of ``D`` components and ``T`` time steps are stored as ``(B, D, 1, T)`` tensors: the
+components are channels and time is the width of a one-pixel-high image, so that deepinv's
+``Inpainting``, the task machinery and 2-D convolutions with ``(1, k)`` kernels apply unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from deepinv.physics.generator import PhysicsGenerator
+
+
+class RandomHolesMaskGenerator(PhysicsGenerator):
+    r"""Masks with ``holes`` square holes of ``hole_size`` pixels at uniform random positions (MNIST: 3 holes of 9×9).
+
+    :param tuple img_size: ``(C, H, W)``.
+    :param int holes: number of holes per image (they may overlap).
+    :param int hole_size: side of each hole in pixels.
+
+    :Examples:
+
+    >>> from deepinv_meta.physics import RandomHolesMaskGenerator
+    >>> gen = RandomHolesMaskGenerator((1, 28, 28), holes=1, hole_size=9)
+    >>> mask = gen.step(batch_size=2, seed=0)["mask"]
+    >>> mask.shape, (1 - mask).sum(dim=(1, 2, 3)).tolist()
+    (torch.Size([2, 1, 28, 28]), [81.0, 81.0])
+    """
+
+    def __init__(self, img_size, holes: int = 3, hole_size: int = 9, device="cpu", rng=None, **kwargs):
+        super().__init__(device=device, rng=rng, **kwargs)
+        if len(img_size) != 3:
+            raise ValueError(f"img_size must be (C, H, W), got {tuple(img_size)}.")
+        if not 0 < hole_size <= min(img_size[1:]):
+            raise ValueError(f"hole_size must be in [1, {min(img_size[1:])}] for images {tuple(img_size)}, got {hole_size}.")
+        if holes < 0:
+            raise ValueError(f"holes must be >= 0, got {holes}.")
+        self.img_size, self.holes, self.hole_size = tuple(img_size), holes, hole_size
+
+    def step(self, batch_size: int = 1, seed: int = None, **kwargs) -> dict:
+        self.rng_manual_seed(seed)
+        _, height, width = self.img_size
+        mask = torch.ones((batch_size, *self.img_size), device=self.device)
+        rows = torch.randint(height - self.hole_size + 1, (batch_size, self.holes), generator=self.rng, device=self.device)
+        cols = torch.randint(width - self.hole_size + 1, (batch_size, self.holes), generator=self.rng, device=self.device)
+        for b in range(batch_size):
+            for r, c in zip(rows[b].tolist(), cols[b].tolist()):
+                mask[b, :, r:r + self.hole_size, c:c + self.hole_size] = 0
+        return {"mask": mask}
+
+
+class TimeSeriesMaskGenerator(PhysicsGenerator):
+    r"""Observation masks for multivariate time series ``(B, D, 1, T)`` sampled every ``every`` steps.
+
+    At each observed time step, ``observed`` of the ``D`` components are drawn at random (all of them
+    when ``observed`` is ``None``); the other time steps are unobserved. Lorenz-63 in the paper:
+    every 8 steps, all 3 components; Lorenz-96: every 4 steps, 20 of 40 components.
+
+    :param int components: ``D``.
+    :param int length: ``T``.
+    :param int every: sampling period in time steps (the first observation is at ``t = 0``).
+    :param int observed: components seen at an observed time step (``None``: all).
+
+    :Examples:
+
+    >>> from deepinv_meta.physics import TimeSeriesMaskGenerator
+    >>> gen = TimeSeriesMaskGenerator(components=40, length=200, every=4, observed=20)
+    >>> mask = gen.step(batch_size=3, seed=0)["mask"]
+    >>> mask.shape, mask[0, :, 0, 0].sum().item(), mask[0, :, 0, 1].sum().item()
+    (torch.Size([3, 40, 1, 200]), 20.0, 0.0)
+    """
+
+    def __init__(self, components: int, length: int, every: int, observed: int | None = None, device="cpu", rng=None,
+                 **kwargs):
+        super().__init__(device=device, rng=rng, **kwargs)
+        if components < 1 or length < 1 or every < 1:
+            raise ValueError(f"components, length and every must be >= 1, got {components}, {length}, {every}.")
+        if observed is not None and not 1 <= observed <= components:
+            raise ValueError(f"observed must be in [1, {components}] (or None for all), got {observed}.")
+        self.components, self.length, self.every = components, length, every
+        self.observed = components if observed is None else observed
+
+    def step(self, batch_size: int = 1, seed: int = None, **kwargs) -> dict:
+        self.rng_manual_seed(seed)
+        times = torch.arange(0, self.length, self.every, device=self.device)
+        mask = torch.zeros((batch_size, self.components, 1, self.length), device=self.device)
+        if self.observed == self.components:
+            mask[..., times] = 1
+            return {"mask": mask}
+        scores = torch.rand((batch_size, self.components, len(times)), generator=self.rng, device=self.device)
+        chosen = scores.argsort(dim=1)[:, : self.observed]  # a uniform random subset per observed time
+        observed = torch.zeros_like(scores).scatter_(1, chosen, 1.0)
+        mask[:, :, 0, times] = observed
+        return {"mask": mask}
