@@ -36,9 +36,9 @@ def safe_load(path: str | os.PathLike, map_location="cpu"):
 
 
 def _model_classes():
-    from .models import LinearModel, MetaDIP, MetaPDNet
+    from .models import LinearModel, MetaDIP, MetaPDNet, VariationalReconstructor
 
-    return {cls.__name__: cls for cls in (MetaPDNet, LinearModel, MetaDIP)}
+    return {cls.__name__: cls for cls in (MetaPDNet, LinearModel, MetaDIP, VariationalReconstructor)}
 
 
 def save(model: torch.nn.Module, path: str | os.PathLike, **metadata) -> Path:
@@ -73,6 +73,7 @@ def load(path: str | os.PathLike, map_location="cpu", return_metadata: bool = Fa
     classes = _model_classes()
     if payload.get("class") not in classes:
         raise ValueError(f"{path}: unknown model class {payload.get('class')!r}; known: {sorted(classes)}.")
-    model = classes[payload["class"]](**payload["config"])
+    cls = classes[payload["class"]]
+    model = getattr(cls, "from_config", cls)(**payload["config"])
     model.load_state_dict(payload["state_dict"])
     return (model, metadata) if return_metadata else model

@@ -36,6 +36,7 @@ from ..baselines import SparseCodingInpainter
 from ..bilevel import NonFiniteLossError, fit_prior, train_end_to_end
 from ..bilevel.trainer import default_device
 from ..data import load_mnist
+from ..io import save
 from ..dynamics import SYSTEMS, sample_sequences, simulate
 from ..models.variational import (FSGD, AutoEncoderPrior, FixedPoint, LSTMSolver, ODEPrior, PCAPrior, TwoScaleCNN,
                                   VariationalCost, VariationalReconstructor)
@@ -44,20 +45,23 @@ from ..tasks import Task
 from .report import machine, markdown_table, write_results, write_table
 
 FULL = dict(
-    mnist_train=8000, mnist_test=1000, pca_components=50, ae_latent=20, cnn_hidden=32, lstm_hidden=5,
-    train_minutes=3.0, ae_pretrain_steps=3000, batch_size=32, lr=1e-3, iterations=(5, 20),
-    fsgd_iterations=1000, fsgd_stepsizes=[1.0, 10.0, 100.0, 1000.0], fsgd_prior_weights=[0.1, 1.0, 10.0],
-    fsgd_tune_samples=200, dict_atoms=100, dict_sparsity=[5, 10, 20], dict_alpha=[0.02, 0.1, 0.5], dict_iterations=5,
+    mnist_train=8000, mnist_test=1000, pca_components=50, ae_latent=20, cnn_hidden=16, lstm_hidden=5,
+    train_minutes=2.5, main_train_minutes=6.0, ae_pretrain_steps=3000, batch_size=16, lr=1e-3, iterations=(5, 20),
+    fsgd_iterations=1000, learned_fsgd_iterations=300, fsgd_stepsizes=[0.1, 1.0, 10.0, 100.0, 1000.0],
+    fsgd_prior_weights=[0.1, 1.0, 10.0], fsgd_tune_samples=200,
+    dict_atoms=100, dict_sparsity=[5, 10, 20], dict_alpha=[0.02, 0.1, 0.5], dict_iterations=5,
     lorenz63=dict(steps=20000, train_sequences=2000, test_sequences=200, every=8, observed=None, noise_variance=2.0),
     lorenz96=dict(steps=10000, train_sequences=1000, test_sequences=128, every=4, observed=20, noise_variance=2.0),
     sequence_length=200, lorenz_lstm_hidden=20, lorenz_cnn_hidden=30, lorenz_fsgd_iterations=3000,
+    lorenz_tune_samples=16,
 )
 QUICK = dict(
-    FULL, mnist_train=2000, mnist_test=200, train_minutes=0.4, ae_pretrain_steps=300, fsgd_iterations=200,
-    fsgd_tune_samples=64, dict_atoms=50, dict_sparsity=[10], dict_alpha=[0.1], dict_iterations=3,
+    FULL, mnist_train=2000, mnist_test=200, train_minutes=0.4, main_train_minutes=0.8, ae_pretrain_steps=300,
+    fsgd_iterations=200, learned_fsgd_iterations=50, fsgd_tune_samples=64,
+    dict_atoms=50, dict_sparsity=[10], dict_alpha=[0.1], dict_iterations=3,
     lorenz63=dict(FULL["lorenz63"], steps=4000, train_sequences=256, test_sequences=32),
     lorenz96=dict(FULL["lorenz96"], steps=3000, train_sequences=256, test_sequences=32),
-    lorenz_fsgd_iterations=500,
+    lorenz_fsgd_iterations=500, lorenz_tune_samples=8,
 )
 
 
@@ -99,23 +103,34 @@ def observe(physics, generator, x: torch.Tensor, seed: int):
 
 
 # ---------------------------------------------------------------------------------------- FSGD tuning
-def tune_fsgd(prior, physics, generator, x_tune, cfg_iterations: int, stepsizes, weights, variance, seed: int):
-    """Grid over step size and :math:`\\lambda_2/\\lambda_1`; best R-score along each pathway on ``x_tune``."""
+class _Diverged(Exception):
+    """Raised from the FSGD callback to stop a pathway whose error blew up."""
+
+
+def tune_fsgd(cost_for, physics, generator, x_tune, cfg_iterations: int, stepsizes, weights, variance, seed: int):
+    """Grid over step size and :math:`\\lambda_2/\\lambda_1` (``cost_for(weight)``); best R-score along each pathway on ``x_tune``.
+
+    A pathway is cut as soon as its error is non-finite or 100 times its starting value (a step size
+    too large for the cost); only its finite part counts.
+    """
     y, mask = observe(physics, generator, x_tune, seed)
     best = {"r_score": math.inf}
+    start = ((physics.A_adjoint(y) - x_tune) ** 2).mean().item() / variance
     for stepsize, weight in itertools.product(stepsizes, weights):
-        cost = VariationalCost(prior, 1.0, weight)
+        cost = cost_for(weight)
         pathway = []
 
         def record(k, x):
             pathway.append(((x - x_tune) ** 2).mean().item() / variance)
+            if not math.isfinite(pathway[-1]) or pathway[-1] > 100 * start:
+                raise _Diverged
 
         physics.update(mask=mask)
         try:
             with torch.no_grad():
                 VariationalReconstructor(cost, FSGD(cfg_iterations, stepsize)).eval()(y, physics, callback=record)
-        except NonFiniteLossError:
-            pass  # a diverging step size: only the finite part of its pathway counts
+        except (_Diverged, NonFiniteLossError):
+            pass
         finite = [(r, k + 1) for k, r in enumerate(pathway) if math.isfinite(r)]
         if finite:
             r, k = min(finite)
@@ -176,14 +191,18 @@ class Experiment:
         self.models[method] = model
         return {"train_steps": trainer.step, "train_time_s": seconds}
 
-    def fsgd(self, method: str, prior, iterations: int):
+    def fsgd(self, method: str, prior, iterations: int, learned_cost: VariationalCost | None = None, samples=None):
+        """FSGD on a fixed prior (grid over step size and lambda_2/lambda_1) or on a learned cost (step size only)."""
         cfg = self.cfg
-        tune = self.x_train[: cfg["fsgd_tune_samples"]]
-        best = tune_fsgd(prior, self.physics, self.generator, tune, iterations, cfg["fsgd_stepsizes"],
-                         cfg["fsgd_prior_weights"], self.variance, seed=self.seed)
+        tune = self.x_train[: samples or cfg["fsgd_tune_samples"]]
+        if learned_cost is None:
+            cost_for, weights = (lambda w: VariationalCost(prior, 1.0, w)), cfg["fsgd_prior_weights"]
+        else:
+            cost_for, weights = (lambda w: learned_cost), [learned_cost.weights[1] / learned_cost.weights[0]]
+        best = tune_fsgd(cost_for, self.physics, self.generator, tune, iterations, cfg["fsgd_stepsizes"],
+                         weights, self.variance, seed=self.seed)
         log(f"  {self.name:10s} {method:34s} tuned on {len(tune)} training samples: {best}")
-        model = VariationalReconstructor(VariationalCost(prior, 1.0, best["lambda_prior"]),
-                                         FSGD(best["iterations"], best["stepsize"]))
+        model = VariationalReconstructor(cost_for(best["lambda_prior"]), FSGD(best["iterations"], best["stepsize"]))
         self.models[method] = model
         return self.evaluate(method, model, prior, fsgd=best)
 
@@ -246,9 +265,10 @@ def run_mnist(exp: Experiment, cfg) -> None:
     exp.evaluate("2S-CNN + FP(1) (joint)", model, cnn, **exp.train("2S-CNN + FP(1) (joint)", model, joint=True, iterations=None))
     cnn = TwoScaleCNN(1, cfg["cnn_hidden"])
     model = VariationalReconstructor(VariationalCost(cnn, learn_weights=True), LSTMSolver(1, cfg["lstm_hidden"]))
-    exp.evaluate("2S-CNN + LSTM-S (joint)", model, cnn, **exp.train("2S-CNN + LSTM-S (joint)", model, joint=True))
+    exp.evaluate("2S-CNN + LSTM-S (joint)", model, cnn,
+                 **exp.train("2S-CNN + LSTM-S (joint)", model, joint=True, minutes=cfg["main_train_minutes"]))
     # the learned 2S-CNN cost minimised by plain gradient descent (Figure 1, dashed cyan)
-    exp.fsgd("2S-CNN (learned) + FSGD", cnn, cfg["fsgd_iterations"])
+    exp.fsgd("2S-CNN (learned) + FSGD", cnn, cfg["learned_fsgd_iterations"], learned_cost=model.cost, samples=32)
 
 
 def lorenz_experiment(system: str, cfg, device, seed) -> Experiment:
@@ -275,7 +295,7 @@ def run_lorenz(exp: Experiment, cfg) -> None:
     system, dim = exp.name, SYSTEMS[exp.name][0]
     offset, scale = exp.normalisation
     ode = ODEPrior(system, offset=offset, scale=scale)
-    fsgd = exp.fsgd("RK4 + FSGD", ode, cfg["lorenz_fsgd_iterations"])
+    fsgd = exp.fsgd("RK4 + FSGD", ode, cfg["lorenz_fsgd_iterations"], samples=cfg["lorenz_tune_samples"])
     solver = LSTMSolver(dim, cfg["lorenz_lstm_hidden"], kernel_size=(1, 3))
     model = VariationalReconstructor(VariationalCost(ode, 1.0, fsgd["fsgd"]["lambda_prior"]), solver)
     exp.evaluate("RK4 + LSTM-S", model, ode, **exp.train("RK4 + LSTM-S", model, joint=False))
@@ -299,6 +319,7 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) ->
     log(f"MNIST: {len(mnist.x_train)} training / {len(mnist.x_test)} test digits, sigma^2 = {mnist.variance:.4f}")
     run_mnist(mnist, cfg)
     rows += mnist.rows
+    experiments = [mnist]
     y, x = mnist.y_test[:1], mnist.x_test[:1]
     mnist.physics.update(mask=mnist.mask[:1])
     for method in ("PCA + FSGD", "PCA + LSTM-S (fixed)", "2S-CNN (learned) + FSGD", "2S-CNN + LSTM-S (joint)"):
@@ -310,6 +331,7 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) ->
         log(f"{system}: {len(exp.x_train)} training / {len(exp.x_test)} test sequences of {cfg['sequence_length']} steps")
         run_lorenz(exp, cfg)
         rows += exp.rows
+        experiments.append(exp)
         examples[system] = series_examples(exp)
 
     result = {
@@ -320,6 +342,9 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) ->
     }
     if out is not None:
         write_outputs(result, examples, Path(out))
+        for exp in experiments:  # the paper's main model, loadable with deepinv_meta.load
+            save(exp.models["2S-CNN + LSTM-S (joint)"], Path(out) / f"{exp.name.lower()}_2scnn_lstm.pt",
+                 benchmark="variational", quick=quick)
     log(format_table(result))
     log(f"wall time {result['wall_time_s']:.0f} s on {result['device']}")
     return result

@@ -73,6 +73,7 @@ class PCAPrior(nn.Module):
         if not 1 <= components <= size:
             raise ValueError(f"components must be in [1, {size}] for images {self.img_size}, got {components}.")
         self.components = components
+        self.config = {"img_size": self.img_size, "components": components}
         self.register_buffer("mean", torch.zeros(1, size))
         self.register_buffer("basis", torch.zeros(components, size))
         self.explained_variance_ratio = float("nan")
@@ -108,6 +109,7 @@ class AutoEncoderPrior(nn.Module):
     def __init__(self, img_size, latent: int = 20, hidden=(256, 64)):
         super().__init__()
         self.img_size = tuple(img_size)
+        self.config = {"img_size": self.img_size, "latent": latent, "hidden": tuple(hidden)}
         size = math.prod(self.img_size)
         widths = (size, *hidden, latent)
         self.encoder = _dense(widths)
@@ -170,6 +172,7 @@ class TwoScaleCNN(nn.Module):
 
     def __init__(self, channels: int, hidden: int = 32, kernel_size=3, scale=2):
         super().__init__()
+        self.config = {"channels": channels, "hidden": hidden, "kernel_size": kernel_size, "scale": scale}
         self.scale = _pair(scale)
         self.down = nn.AvgPool2d(self.scale)
         self.coarse = BilinearBlock(channels, hidden, channels, kernel_size)
@@ -217,6 +220,7 @@ class ODEPrior(nn.Module):
             raise ValueError(f"scale must be > 0, got {scale}.")
         self.system, self.dim, self.dt = system, dim, default_dt if dt is None else dt
         self.offset, self.scale = float(offset), float(scale)
+        self.config = {"system": system, "dt": self.dt, "offset": self.offset, "scale": self.scale}
         self.field = vector_field(system)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -252,6 +256,7 @@ class VariationalCost(nn.Module):
         if lambda_data <= 0 or lambda_prior <= 0:
             raise ValueError(f"lambda_data and lambda_prior must be > 0, got {lambda_data}, {lambda_prior}.")
         self.prior = prior
+        self.learn_weights = learn_weights
         log_weights = torch.tensor([math.log(lambda_data), math.log(lambda_prior)])
         if learn_weights:
             self.log_weights = nn.Parameter(log_weights)
@@ -294,6 +299,10 @@ class FSGD(nn.Module):
             raise ValueError(f"iterations must be >= 0 and stepsize > 0, got {iterations}, {stepsize}.")
         self.iterations, self.stepsize = iterations, stepsize
 
+    @property
+    def config(self) -> dict:
+        return {"iterations": self.iterations, "stepsize": self.stepsize}
+
     def forward(self, cost, y, physics, x0, callback=None, track: bool = False):
         x = x0
         for k in range(self.iterations):
@@ -311,6 +320,10 @@ class FixedPoint(nn.Module):
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}.")
         self.iterations = iterations
+
+    @property
+    def config(self) -> dict:
+        return {"iterations": self.iterations}
 
     def forward(self, cost, y, physics, x0, callback=None, track: bool = False):
         x = x0
@@ -353,10 +366,15 @@ class LSTMSolver(nn.Module):
         if iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {iterations}.")
         self.iterations = iterations
+        self._shape = {"channels": channels, "hidden_channels": hidden_channels, "kernel_size": kernel_size}
         self.cell = ConvLSTMCell(channels, hidden_channels, kernel_size)
         self.output = nn.Conv2d(hidden_channels, channels, 1, bias=False)  # the linear map H
         # H starts at zero: the untrained solver leaves x0 unchanged instead of taking O(1) random steps
         nn.init.zeros_(self.output.weight)
+
+    @property
+    def config(self) -> dict:
+        return {**self._shape, "iterations": self.iterations}
 
     def forward(self, cost, y, physics, x0, callback=None, track: bool = False):
         x = x0
@@ -407,6 +425,25 @@ class VariationalReconstructor(dinv.models.Reconstructor):
     def prior(self) -> nn.Module:
         return self.cost.prior
 
+    @property
+    def config(self) -> dict:
+        """Constructor description used by :func:`deepinv_meta.save` / :func:`deepinv_meta.load`."""
+        for part in (self.cost.prior, self.solver):
+            if type(part).__name__ not in COMPONENTS or not hasattr(part, "config"):
+                raise TypeError(f"{type(part).__name__} cannot be saved by name; save model.state_dict() instead.")
+        lam = self.cost.weights
+        return {
+            "prior": [type(self.cost.prior).__name__, self.cost.prior.config],
+            "solver": [type(self.solver).__name__, self.solver.config],
+            "lambda_data": lam[0], "lambda_prior": lam[1], "learn_weights": self.cost.learn_weights,
+        }
+
+    @classmethod
+    def from_config(cls, prior, solver, lambda_data, lambda_prior, learn_weights) -> "VariationalReconstructor":
+        """Rebuild from :attr:`config` (weights are then loaded from the state dict)."""
+        build = lambda spec: COMPONENTS[spec[0]](**spec[1])  # noqa: E731
+        return cls(VariationalCost(build(prior), lambda_data, lambda_prior, learn_weights), build(solver))
+
     def forward(self, y: torch.Tensor, physics, callback=None, **kwargs) -> torch.Tensor:
         r"""Reconstruct from ``y``; ``callback(k, x)`` is called after each solver step (energy pathways)."""
         if not isinstance(physics, dinv.physics.Physics):
@@ -416,3 +453,6 @@ class VariationalReconstructor(dinv.models.Reconstructor):
         x = self.solver(self.cost, y, physics, x0, callback=callback, track=track)
         check_finite(x, f"output of {type(self.solver).__name__}")
         return x if track else x.detach()
+
+
+COMPONENTS = {c.__name__: c for c in (PCAPrior, AutoEncoderPrior, TwoScaleCNN, ODEPrior, FSGD, FixedPoint, LSTMSolver)}

@@ -1,0 +1,29 @@
+"""`deepinv-meta benchmark variational --quick` end to end (slow: about 8 minutes on one CPU core)."""
+
+import json
+import os
+
+import pytest
+
+
+@pytest.mark.slow
+def test_quick_variational_benchmark_writes_the_contract(tmp_path):
+    if not os.environ.get("DEEPINV_META_DATA"):
+        pytest.skip("needs the offline data (DEEPINV_META_DATA)")
+    from deepinv_meta import load
+    from deepinv_meta.cli import main
+
+    assert main(["benchmark", "variational", "--quick", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["benchmark"] == "variational" and result["quick"] is True
+    methods = {(row["task"], row["method"]) for row in result["rows"]}
+    for task in ("MNIST", "lorenz63", "lorenz96"):
+        assert (task, "2S-CNN + LSTM-S (joint)") in methods
+        load(tmp_path / f"{task.lower()}_2scnn_lstm.pt")
+    assert ("MNIST", "PCA + FSGD") in methods and ("lorenz96", "RK4 + FSGD") in methods
+    for row in result["rows"]:
+        assert 0 < row["r_score"] < 10 and row["time_s"] > 0
+    # the fixed ODE prior describes the true states almost exactly (paper: P-score ~1e-7)
+    assert all(row["p_score"] < 1e-5 for row in result["rows"] if row["method"].startswith("RK4"))
+    for name in ("table.md", "energy_pathways.png", "mnist_examples.png", "lorenz96_example.png"):
+        assert (tmp_path / name).stat().st_size > 0
