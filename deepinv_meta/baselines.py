@@ -60,8 +60,12 @@ class ChannelwiseDenoiser(nn.Module):
         return out.reshape(x.shape)
 
 
-def hqs(denoiser: nn.Module, ths, iterations: int = 50, stepsize=1.0, init=None) -> dinv.optim.BaseOptim:
+def hqs(denoiser: nn.Module, ths, iterations: int = 50, stepsize=1.0, init=None, unfold: bool = False
+        ) -> dinv.optim.BaseOptim:
     r"""HQS with a proximal/denoising step ``denoiser(x, ths)``, as a deepinv reconstructor.
+
+    With ``unfold=True`` the iterations are differentiable (deepinv runs them under ``no_grad``
+    otherwise), so the denoiser can be trained end to end through them (Zhao, Table 4).
 
     :param ths: threshold (or list, one per iteration).
     :param stepsize: data-fidelity proximal step :math:`\gamma` (or list).
@@ -77,6 +81,8 @@ def hqs(denoiser: nn.Module, ths, iterations: int = 50, stepsize=1.0, init=None)
         max_iter=iterations,
         early_stop=False,
         custom_init=init,
+        unfold=unfold,
+        trainable_params=[],
     )
 
 
@@ -235,6 +241,28 @@ class VanillaDIP(dinv.models.Reconstructor):
                         callback(k + 1, average)
             outputs.append(average)
         return torch.cat(outputs)
+
+
+class FromAdjoint(dinv.models.Reconstructor):
+    r"""Run a solver ``solver(x0, y, physics)`` (e.g. :class:`~deepinv_meta.models.REDFixedPoint`) from :math:`x_0 = A^\top y`."""
+
+    def __init__(self, solver: nn.Module):
+        super().__init__()
+        self.solver = solver
+
+    def forward(self, y, physics, **kwargs):
+        return self.solver(physics.A_adjoint(y), y, physics)
+
+
+class BackProjectionNet(dinv.models.Reconstructor):
+    r"""A network applied to :math:`A^\top y` (the supervised UNet baseline of Zhao, Tables 1-2)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, y, physics, **kwargs):
+        return self.net(physics.A_adjoint(y))
 
 
 class SparseCodingInpainter(dinv.models.Reconstructor):

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # name -> module under deepinv_meta.benchmarks with run(quick, device, root, out, seed)
-BENCHMARKS = {"meta-prior": "meta_prior", "metadip": "metadip", "variational": "variational"}
+BENCHMARKS = {"meta-prior": "meta_prior", "metadip": "metadip", "meta-red": "meta_red", "variational": "variational"}
 
 
 def main(argv=None) -> int:

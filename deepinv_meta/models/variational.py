@@ -430,7 +430,8 @@ class VariationalReconstructor(dinv.models.Reconstructor):
         """Constructor description used by :func:`deepinv_meta.save` / :func:`deepinv_meta.load`."""
         for part in (self.cost.prior, self.solver):
             if type(part).__name__ not in COMPONENTS or not hasattr(part, "config"):
-                raise TypeError(f"{type(part).__name__} cannot be saved by name; save model.state_dict() instead.")
+                # AttributeError: ``getattr(model, "config", None)`` (save, MetaTrainer checkpoints) sees no config
+                raise AttributeError(f"{type(part).__name__} cannot be rebuilt by name; save model.state_dict() instead.")
         lam = self.cost.weights
         return {
             "prior": [type(self.cost.prior).__name__, self.cost.prior.config],
