@@ -46,7 +46,7 @@ from .report import machine, markdown_table, write_results, write_table
 
 FULL = dict(
     mnist_train=8000, mnist_test=1000, pca_components=50, ae_latent=20, cnn_hidden=16, lstm_hidden=5,
-    train_minutes=2.5, main_train_minutes=6.0, ae_pretrain_steps=3000, batch_size=16, lr=1e-3, iterations=(5, 20),
+    train_minutes=2.0, main_train_minutes=5.0, ae_pretrain_steps=3000, batch_size=16, lr=1e-3, iterations=(5, 20),
     fsgd_iterations=1000, learned_fsgd_iterations=300, fsgd_stepsizes=[0.1, 1.0, 10.0, 100.0, 1000.0],
     fsgd_prior_weights=[0.1, 1.0, 10.0], fsgd_tune_samples=200,
     dict_atoms=100, dict_sparsity=[5, 10, 20], dict_alpha=[0.02, 0.1, 0.5], dict_iterations=5,
