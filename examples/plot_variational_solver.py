@@ -80,14 +80,14 @@ print(f"RK4 + FSGD (500 steps): R-score {nmse(fsgd):.4f}")
 # :math:`\|x - \tilde x\|^2 + 0.05\|x - \Phi(x)\|^2 + 0.05\|\tilde x - \Phi(\tilde x)\|^2`.
 
 lstm = VariationalReconstructor(VariationalCost(ode), LSTMSolver(3, hidden_channels=20, kernel_size=(1, 3)))
-train_end_to_end(lstm, [task], steps=10**6, iterations=(5, 20), joint=False, lr=1e-3, batch_size=16,
+train_end_to_end(lstm, [task], steps=10**6, iterations=(5, 20), joint=False, lr=1e-2, batch_size=16,
                  max_time=40, device="cpu", progress=False)
 print(f"RK4 + LSTM-S (20 steps): R-score {nmse(lstm):.4f}")
 
 cnn = TwoScaleCNN(3, hidden=30, kernel_size=(1, 3), scale=(1, 4))
 joint = VariationalReconstructor(VariationalCost(cnn, learn_weights=True),
                                  LSTMSolver(3, hidden_channels=20, kernel_size=(1, 3)))
-train_end_to_end(joint, [task], steps=10**6, iterations=(5, 20), joint=True, lr=1e-3, batch_size=16,
+train_end_to_end(joint, [task], steps=10**6, iterations=(5, 20), joint=True, lr=1e-2, batch_size=16,
                  max_time=40, device="cpu", progress=False)
 print(f"2S-CNN + LSTM-S, joint (20 steps): R-score {nmse(joint):.4f}")
 

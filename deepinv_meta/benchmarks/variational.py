@@ -53,7 +53,7 @@ FULL = dict(
     lorenz63=dict(steps=20000, train_sequences=2000, test_sequences=200, every=8, observed=None, noise_variance=2.0),
     lorenz96=dict(steps=10000, train_sequences=1000, test_sequences=128, every=4, observed=20, noise_variance=2.0),
     sequence_length=200, lorenz_lstm_hidden=20, lorenz_cnn_hidden=30, lorenz_fsgd_iterations=3000,
-    lorenz_tune_samples=16,
+    lorenz_tune_samples=16, lorenz_lr=1e-2,
 )
 QUICK = dict(
     FULL, mnist_train=2000, mnist_test=200, train_minutes=0.4, main_train_minutes=0.8, ae_pretrain_steps=300,
@@ -176,11 +176,11 @@ class Experiment:
             + (f"  P {row['p_score']:.3g}" if "p_score" in row else ""))
         return row
 
-    def train(self, method: str, model, *, joint: bool, iterations=(5, 20), minutes=None):
+    def train(self, method: str, model, *, joint: bool, iterations=(5, 20), minutes=None, lr=None):
         cfg = self.cfg
         start = time.perf_counter()
         trainer = train_end_to_end(
-            model, [self.task], steps=10**7, iterations=iterations, joint=joint, lr=cfg["lr"],
+            model, [self.task], steps=10**7, iterations=iterations, joint=joint, lr=lr or cfg["lr"],
             batch_size=cfg["batch_size"], max_time=60 * (minutes or cfg["train_minutes"]), device=self.device,
             seed=self.seed, progress=False,
         )
@@ -298,11 +298,12 @@ def run_lorenz(exp: Experiment, cfg) -> None:
     fsgd = exp.fsgd("RK4 + FSGD", ode, cfg["lorenz_fsgd_iterations"], samples=cfg["lorenz_tune_samples"])
     solver = LSTMSolver(dim, cfg["lorenz_lstm_hidden"], kernel_size=(1, 3))
     model = VariationalReconstructor(VariationalCost(ode, 1.0, fsgd["fsgd"]["lambda_prior"]), solver)
-    exp.evaluate("RK4 + LSTM-S", model, ode, **exp.train("RK4 + LSTM-S", model, joint=False))
+    exp.evaluate("RK4 + LSTM-S", model, ode, **exp.train("RK4 + LSTM-S", model, joint=False, lr=cfg["lorenz_lr"]))
     cnn = TwoScaleCNN(dim, cfg["lorenz_cnn_hidden"], kernel_size=(1, 3), scale=(1, 4))
     solver = LSTMSolver(dim, cfg["lorenz_lstm_hidden"], kernel_size=(1, 3))
     model = VariationalReconstructor(VariationalCost(cnn, learn_weights=True), solver)
-    exp.evaluate("2S-CNN + LSTM-S (joint)", model, cnn, **exp.train("2S-CNN + LSTM-S (joint)", model, joint=True))
+    exp.evaluate("2S-CNN + LSTM-S (joint)", model, cnn,
+                 **exp.train("2S-CNN + LSTM-S (joint)", model, joint=True, lr=cfg["lorenz_lr"]))
 
 
 # ---------------------------------------------------------------------------------------- entry point
