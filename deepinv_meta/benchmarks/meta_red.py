@@ -57,11 +57,16 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def load_faces(root: Path, size: int, cfg: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
-    faces = torch.stack([center_crop(f, 64) for f in load_image_folder(root / "images" / "celeba", grey=True)])
-    if size != 64:
+def load_faces(root: Path, cfg: dict, device) -> torch.Tensor:
+    """All CelebA faces as grey centre 64×64 crops ``(N, 1, 64, 64)``."""
+    return torch.stack([center_crop(f, 64) for f in load_image_folder(root / "images" / "celeba", grey=True)]).to(device)
+
+
+def split(faces: torch.Tensor, size: int, cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training and test faces at ``size`` (area-resized), disjoint: the first and the last ones."""
+    if size != faces.shape[-1]:
         faces = torch.nn.functional.interpolate(faces, size=(size, size), mode="area")
-    return faces[: cfg["train_faces"]].to(device), faces[-cfg["test_faces"]:].to(device)
+    return faces[: cfg["train_faces"]], faces[-cfg["test_faces"]:]
 
 
 class Scorer:
@@ -239,8 +244,8 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) ->
     log(f"Meta-RED / MetaSIREN benchmark ({'quick' if quick else 'full'}) | {machine(device)}")
     denoiser = load_denoiser(root / cfg["denoiser"], device=device).eval()
     denoiser.requires_grad_(False)
-    faces = load_faces(root, cfg["img_size"], cfg, device)
-    small = load_faces(root, cfg["pixels_size"], cfg, device)
+    everything = load_faces(root, cfg, device)
+    faces, small = split(everything, cfg["img_size"], cfg), split(everything, cfg["pixels_size"], cfg)
     log(f"config: {cfg}")
     log(f"{len(faces[0])} training / {len(faces[1])} test faces (grey), denoiser {cfg['denoiser']}")
     rows = table1(faces, cfg, device, seed) + table2(small, cfg, device, seed) + tables3and4(faces, denoiser, cfg, device, seed)

@@ -162,6 +162,7 @@ class Experiment:
         self.x_train, self.x_test = x_train.to(device), x_test.to(device)
         self.variance = self.x_train.var().item()
         self.physics, self.generator = physics.to(device), generator
+        # the trainer's loss uses a task's "test" batch: both splits of the training task are training data
         self.task = Task(name, physics, self.x_train, self.x_train, generator=generator)
         self.y_test, self.mask = observe(self.physics, generator, self.x_test, seed=10**6 + seed)
         self.rows, self.models = [], {}
