@@ -200,16 +200,16 @@ def tables3and4(faces, denoiser, cfg, device, seed) -> list[dict]:
     rows, gammas = [], {}
 
     # Table 3 baselines: RED and HQS with the fixed denoiser, their step tuned on training faces
-    for iterations, label in ((12, "12"), (cfg["converged_iterations"], "convergence")):
+    for iterations, label in ((12, "12 it."), (cfg["converged_iterations"], f"convergence, {cfg['converged_iterations']} it.")):
         gamma, grid = tuned(lambda g: baselines.FromAdjoint(REDFixedPoint(denoiser, iterations, gamma=g, sigma=sigma)),
                             cfg["red_gamma"], score_tune)
         gammas[iterations] = gamma
         red = baselines.FromAdjoint(REDFixedPoint(denoiser, iterations, gamma=gamma, sigma=sigma))
-        rows.append(row("3", task_name, f"RED ({label}, {iterations} it.)", score(red), gamma=gamma, grid=grid))
+        rows.append(row("3", task_name, f"RED ({label})", score(red), gamma=gamma, grid=grid))
         step, grid = tuned(lambda s: baselines.hqs(denoiser, sigma, iterations, stepsize=s), cfg["hqs_stepsize"],
                            score_tune)
         hqs = baselines.hqs(denoiser, sigma, iterations, stepsize=step)
-        rows.append(row("3", task_name, f"HQS ({label}, {iterations} it.)", score(hqs), stepsize=step, grid=grid))
+        rows.append(row("3", task_name, f"HQS ({label})", score(hqs), stepsize=step, grid=grid))
     gamma = gammas[12]  # Meta-RED and the unrolled solvers use the best 12-iteration RED weight
 
     def meta_red(train_denoiser):
