@@ -37,7 +37,7 @@ from ..data import center_crop, load_image_folder
 from ..models import GradientDescent, MetaRED, MetaSIREN, REDFixedPoint
 from ..tasks import Task
 from ..weights import load_denoiser
-from .report import machine, markdown_table, write_results, write_table
+from .report import machine, markdown_table, train_for, write_results, write_table
 
 FULL = dict(
     img_size=64, pixels_size=32, train_faces=2500, test_faces=50, siren_hidden=256, siren_layers=5,
@@ -114,12 +114,7 @@ def train(model, task: Task, cfg: dict, device, seed: int, name: str, outer_loss
     """Supervised training of ``model(y, physics)`` (for test-time optimisers: meta-training) for ``train_minutes``."""
     trainer = MetaTrainer(model, [task], inner_steps=0, outer_loss=outer_loss, outer_lr=lr or cfg["outer_lr"],
                           batch_size=cfg["batch_size"], device=device, seed=seed, progress=False, grad_clip=1.0)
-    start = time.perf_counter()
-    trainer.train(steps=10**7, max_time=60 * cfg["train_minutes"])
-    seconds = time.perf_counter() - start
-    losses = [r["outer_loss"] for r in trainer.history if not r["skipped"]]
-    log(f"  {name}: {trainer.step} steps in {seconds:.0f} s, loss {losses[0]:.3e} -> "
-        f"{sum(losses[-10:]) / len(losses[-10:]):.3e} (mean of the last 10)")
+    seconds = train_for(trainer, cfg["train_minutes"], name)
     return {"train_steps": trainer.step, "train_time_s": seconds}
 
 

@@ -37,7 +37,7 @@ from ..io import save
 from ..models import MetaDIP, MetaSIREN
 from ..tasks import Task
 from ..weights import load_denoiser
-from .report import machine, markdown_table, write_results, write_table
+from .report import machine, markdown_table, train_for, write_results, write_table
 
 FULL = dict(
     img_size=64, channels=(32, 64, 128), latent_channels=8, fourier_features=16, train_steps=20, test_steps=50,
@@ -114,12 +114,7 @@ def meta_train(model, data: dict, cfg: dict, device, seed: int, name: str):
                 data["train"][half:])
     trainer = MetaTrainer(model, [task], inner_steps=0, outer_lr=cfg["outer_lr"], batch_size=cfg["batch_size"],
                           device=device, seed=seed, progress=sys.stderr.isatty(), grad_clip=1.0)
-    start = time.perf_counter()
-    trainer.train(steps=10**7, max_time=60 * cfg["train_minutes"])
-    seconds = time.perf_counter() - start
-    losses = [r["outer_loss"] for r in trainer.history if not r["skipped"]]
-    log(f"  {name}: {trainer.step} outer steps in {seconds:.0f} s ({seconds / max(trainer.step, 1):.2f} s/step), "
-        f"outer loss {losses[0]:.3e} -> {sum(losses[-10:]) / len(losses[-10:]):.3e} (mean of the last 10)")
+    seconds = train_for(trainer, cfg["train_minutes"], name)
     return trainer.model.eval(), trainer.step, seconds
 
 

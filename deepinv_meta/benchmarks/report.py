@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import time
 from pathlib import Path
 
 import deepinv as dinv
@@ -41,3 +42,21 @@ def write_table(out: Path, result: dict, table: str) -> None:
               f"Device: {result['device']}  \nWall time: {result['wall_time_s']:.0f} s  \n"
               f"Config: `{ {k: v for k, v in result['config'].items() if k != 'data_root'} }`\n\n")
     (out / "table.md").write_text(header + table)
+
+
+def loss_summary(history: list[dict]) -> str:
+    """First loss and mean of the last ten of a :class:`~deepinv_meta.MetaTrainer` history (skipped steps left out)."""
+    losses = [r["outer_loss"] for r in history if not r["skipped"]]
+    if not losses:
+        return "no finite loss"
+    return f"loss {losses[0]:.3e} -> {sum(losses[-10:]) / len(losses[-10:]):.3e} (mean of the last 10)"
+
+
+def train_for(trainer, minutes: float, name: str) -> float:
+    """Run ``trainer`` for ``minutes`` of wall time, print steps, speed and losses; return the seconds spent."""
+    start = time.perf_counter()
+    trainer.train(steps=10**7, max_time=60 * minutes)
+    seconds = time.perf_counter() - start
+    print(f"  {name}: {trainer.step} steps in {seconds:.0f} s ({seconds / max(trainer.step, 1):.2f} s/step), "
+          f"{loss_summary(trainer.history)}", flush=True)
+    return seconds

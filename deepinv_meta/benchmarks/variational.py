@@ -42,7 +42,7 @@ from ..models.variational import (FSGD, AutoEncoderPrior, FixedPoint, LSTMSolver
                                   VariationalCost, VariationalReconstructor)
 from ..physics import RandomHolesMaskGenerator, TimeSeriesMaskGenerator
 from ..tasks import Task
-from .report import machine, markdown_table, write_results, write_table
+from .report import loss_summary, machine, markdown_table, write_results, write_table
 
 FULL = dict(
     mnist_train=8000, mnist_test=1000, pca_components=50, ae_latent=20, cnn_hidden=16, lstm_hidden=5,
@@ -186,9 +186,8 @@ class Experiment:
             seed=self.seed, progress=False,
         )
         seconds = time.perf_counter() - start
-        losses = [r["outer_loss"] for r in trainer.history if not r["skipped"]]
-        log(f"  {self.name:10s} {method:34s} trained {trainer.step} steps in {seconds:.0f} s "
-            f"(loss {losses[0]:.3g} -> {losses[-1]:.3g})")
+        log(f"  {self.name:10s} {method:34s} trained {trainer.step} steps in {seconds:.0f} s, "
+            f"{loss_summary(trainer.history)}")
         self.models[method] = model
         return {"train_steps": trainer.step, "train_time_s": seconds}
 
