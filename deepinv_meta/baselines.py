@@ -21,6 +21,8 @@ import deepinv as dinv
 import torch
 from torch import nn
 
+from .physics import to_physics_input
+
 
 class Adjoint(dinv.models.Reconstructor):
     r"""The no-learning baseline :math:`A^\top y` (zero-filled reconstruction for MRI and inpainting)."""
@@ -151,7 +153,7 @@ class PnPADMM(dinv.models.Reconstructor):
             return physics.prox_l2(v, y, self.gamma)
 
         def objective(x):
-            ax = physics.A(x.to(torch.complex64) if self.complex_physics else x)
+            ax = physics.A(to_physics_input(x, self.complex_physics))
             return 0.5 * ((ax - y) ** 2).sum() + ((x - v) ** 2).sum() / (2 * self.gamma)
 
         x, step = v.clone(), 1.0

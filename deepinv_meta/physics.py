@@ -1,4 +1,5 @@
-r"""Mask generators for partially observed data (Fablet, Drumetz & Rousseau, section 4).
+r"""Physics helpers: mask generators for partially observed data (Fablet, Drumetz & Rousseau,
+section 4) and the real-to-complex cast for physics that take complex images.
 
 Both draw masks for deepinv's :class:`deepinv.physics.Inpainting`, whose measurements are
 :math:`y = \Omega \odot (x + n)`, through the usual ``physics.update(**generator.step(batch_size))``.
@@ -12,6 +13,22 @@ from __future__ import annotations
 
 import torch
 from deepinv.physics.generator import PhysicsGenerator
+
+
+def to_physics_input(x: torch.Tensor, complex_physics: bool) -> torch.Tensor:
+    """``x`` as the physics takes it: unchanged, or cast to complex (same precision) if ``complex_physics``.
+
+    Real-valued networks reconstruct real images; ``deepinv.physics.RandomPhaseRetrieval`` (and other
+    physics built on complex matrices) take complex ones.
+
+    >>> import torch
+    >>> from deepinv_meta.physics import to_physics_input
+    >>> to_physics_input(torch.ones(1, dtype=torch.float64), True).dtype
+    torch.complex128
+    """
+    if not complex_physics:
+        return x
+    return x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
 
 
 class RandomHolesMaskGenerator(PhysicsGenerator):

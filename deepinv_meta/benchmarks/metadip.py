@@ -35,6 +35,7 @@ from ..bilevel.trainer import default_device
 from ..data import data_root, load_image_folder
 from ..io import save
 from ..models import MetaDIP, MetaSIREN
+from ..physics import to_physics_input
 from ..tasks import Task
 from ..weights import load_denoiser
 from .report import machine, markdown_table, train_for, write_results, write_table
@@ -103,7 +104,7 @@ def problems(cfg: dict, device) -> dict:
 
 
 def measure(physics, complex_physics: bool, x: torch.Tensor) -> torch.Tensor:
-    return physics(x.to(torch.complex64) if complex_physics else x)
+    return physics(to_physics_input(x, complex_physics))
 
 
 def meta_train(model, data: dict, cfg: dict, device, seed: int, name: str):

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..bilevel.inner import InnerLoop, check_finite
 from ..losses import measurement_consistency_loss
+from ..physics import to_physics_input
 
 
 class TestTimeOptimizer(dinv.models.Reconstructor):
@@ -70,9 +71,7 @@ class TestTimeOptimizer(dinv.models.Reconstructor):
 
     def physics_input(self, x: torch.Tensor) -> torch.Tensor:
         """What the physics is applied to: the image, cast to complex if ``complex_physics``."""
-        if not self.complex_physics:
-            return x
-        return x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+        return to_physics_input(x, self.complex_physics)
 
     def inner_loss(self, x: torch.Tensor, y: torch.Tensor, physics) -> torch.Tensor:
         r""":math:`\operatorname{mean}\|Ax - y\|^2 + R(x)`."""
