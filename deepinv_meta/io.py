@@ -36,9 +36,10 @@ def safe_load(path: str | os.PathLike, map_location="cpu"):
 
 
 def _model_classes():
-    from .models import LinearModel, MetaDIP, MetaPDNet, VariationalReconstructor
+    from .models import LinearModel, MetaDIP, MetaPDNet, MetaRED, MetaSIREN, VariationalReconstructor
 
-    return {cls.__name__: cls for cls in (MetaPDNet, LinearModel, MetaDIP, VariationalReconstructor)}
+    classes = (MetaPDNet, LinearModel, MetaDIP, MetaSIREN, MetaRED, VariationalReconstructor)
+    return {cls.__name__: cls for cls in classes}
 
 
 def save(model: torch.nn.Module, path: str | os.PathLike, **metadata) -> Path:

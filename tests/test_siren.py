@@ -134,3 +134,36 @@ def test_bad_inputs_get_clear_errors():
     diverging = MetaSIREN((1, 12, 12), steps=30, lr=1e6, learn_lr=False, hidden=8, layers=2).eval()
     with pytest.raises(NonFiniteLossError):
         diverging(y[:1] * 1e3, physics)
+
+
+@pytest.mark.parametrize("kind", ["siren", "gradient descent", "red"])
+def test_save_and_load_rebuild_the_same_reconstructor(tmp_path, kind):
+    from deepinv_meta import load, save
+
+    torch.manual_seed(0)
+    size = (1, 12, 12)
+    if kind == "red":
+        denoiser = dinv.models.DnCNN(1, 1, depth=3, nf=8, pretrained=None)
+        model = MetaRED(size, denoiser, red_iterations=1, steps=2, hidden=16, layers=3, gamma=2.0, sigma=0.1)
+        physics = dinv.physics.BlurFFT(size, filter=dinv.physics.blur.gaussian_blur(1.0))
+    else:
+        solver = GradientDescent(2, 0.5) if kind == "gradient descent" else None
+        model = MetaSIREN(size, solver=solver, steps=2, hidden=16, layers=3, learn_lr="per_parameter")
+        physics = centre_mask_physics()
+    with torch.no_grad():  # move every weight away from its initial value, learned step sizes included
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    loaded = load(save(model, tmp_path / "model.pt"))
+    assert type(loaded) is type(model) and loaded.config == model.config
+    y = physics(torch.rand(1, *size))
+    model.eval(), loaded.eval()
+    assert torch.allclose(loaded(y, physics), model(y, physics), atol=1e-6)
+
+
+def test_meta_siren_with_a_custom_solver_says_it_cannot_be_saved(tmp_path):
+    from deepinv_meta import save
+
+    model = MetaSIREN((1, 8, 8), solver=REDFixedPoint(dinv.models.DnCNN(1, 1, depth=3, nf=8, pretrained=None)),
+                      hidden=8, layers=2)
+    with pytest.raises(TypeError, match="state_dict"):
+        save(model, tmp_path / "model.pt")

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 
+import deepinv as dinv
 import torch
 from torch import nn
 
 from ..bilevel.inner import InnerLoop
-from .solvers import REDFixedPoint
+from .solvers import GradientDescent, REDFixedPoint
 from .test_time import TestTimeOptimizer
 
 
@@ -107,6 +108,21 @@ class MetaSIREN(TestTimeOptimizer):
                           parameters=siren.parameters() if learn_lr == "per_parameter" else None)
         super().__init__(siren, inner, img_size, complex_physics=complex_physics)
         self.solver = solver
+        self._arguments = dict(img_size=tuple(img_size), steps=steps, lr=lr, learn_lr=learn_lr, hidden=hidden,
+                               layers=layers, omega0=omega0)
+
+    @property
+    def config(self) -> dict | None:
+        """Constructor arguments for :func:`deepinv_meta.save` / :func:`deepinv_meta.load`
+        (``None`` when the solver is not a :class:`~deepinv_meta.models.solvers.GradientDescent`)."""
+        if self.solver is not None and not isinstance(self.solver, GradientDescent):
+            return None
+        solver = None if self.solver is None else dict(iterations=self.solver.iterations, stepsize=self.solver.stepsize)
+        return dict(self._arguments, solver=solver, complex_physics=self.complex_physics)
+
+    @classmethod
+    def from_config(cls, solver=None, **config):
+        return cls(solver=None if solver is None else GradientDescent(**solver), **config)
 
     def generate(self, net, y: torch.Tensor, physics) -> torch.Tensor:
         x0 = net()
@@ -137,3 +153,20 @@ class MetaRED(MetaSIREN):
                                train_denoiser=train_denoiser)
         super().__init__(img_size, solver=solver, steps=steps, lr=lr, learn_lr=learn_lr, hidden=hidden,
                          layers=layers, omega0=omega0)
+        self._arguments.update(red_iterations=red_iterations, gamma=gamma, sigma=sigma, train_denoiser=train_denoiser)
+
+    @property
+    def config(self) -> dict | None:
+        """Constructor arguments for :func:`deepinv_meta.save` / :func:`deepinv_meta.load`; the denoiser
+        is saved as a ``deepinv.models.DnCNN`` architecture (``None`` for other denoisers)."""
+        denoiser = self.solver.prior.denoiser
+        if not isinstance(denoiser, dinv.models.DnCNN):
+            return None
+        return dict(self._arguments, denoiser=dict(in_channels=denoiser.in_conv.in_channels,
+                                                   out_channels=denoiser.out_conv.out_channels,
+                                                   depth=denoiser.depth, nf=denoiser.in_conv.out_channels,
+                                                   bias=denoiser.in_conv.bias is not None))
+
+    @classmethod
+    def from_config(cls, denoiser, **config):
+        return cls(denoiser=dinv.models.DnCNN(**denoiser, pretrained=None), **config)
