@@ -12,7 +12,7 @@ SIZE = 16
 
 def physics_cases():
     g = torch.Generator().manual_seed(0)
-    kernel = dinv.physics.blur.gaussian_blur(sigma=1.0)
+    kernel = dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0))
     mri_mask = dinv.physics.generator.GaussianMaskGenerator((SIZE, SIZE), acceleration=4, rng=g).step()["mask"]
     return {
         "denoising": (dinv.physics.Denoising(dinv.physics.GaussianNoise(0.05)), 1),

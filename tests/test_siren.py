@@ -17,6 +17,10 @@ def centre_mask_physics(n=12):
     return dinv.physics.Inpainting(img_size=(1, n, n), mask=mask)
 
 
+def gaussian_kernel(sigma=1.0):
+    return dinv.physics.functional.blur.gaussian_blur(sigma=(sigma, sigma))
+
+
 def test_siren_initialisation_follows_sitzmann():
     siren = SIREN((3, 8, 10), hidden=64, layers=4, omega0=30.0)
     first, hidden = siren.linears[0], siren.linears[1]
@@ -94,7 +98,7 @@ def test_meta_training_through_the_shared_trainer_lowers_the_outer_loss():
 
 def test_meta_red_freezes_or_trains_its_denoiser():
     denoiser = dinv.models.DnCNN(1, 1, pretrained=None, depth=2, nf=4)
-    physics = dinv.physics.BlurFFT(img_size=(1, 8, 8), filter=dinv.physics.blur.gaussian_blur(1.0))
+    physics = dinv.physics.BlurFFT(img_size=(1, 8, 8), filter=gaussian_kernel())
     frozen = MetaRED((1, 8, 8), copy.deepcopy(denoiser), red_iterations=1, steps=1, hidden=8, layers=2)
     trainer = MetaTrainer(frozen, [Task("blur", physics, torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8))],
                           inner_steps=0, batch_size=1, progress=False, device="cpu")
@@ -109,7 +113,7 @@ def test_meta_red_freezes_or_trains_its_denoiser():
 
 def test_red_fixed_point_with_an_exact_denoiser_keeps_a_consistent_image():
     """If D(x) = x and y = A x, x is a fixed point of the RED iteration."""
-    physics = dinv.physics.BlurFFT(img_size=(1, 8, 8), filter=dinv.physics.blur.gaussian_blur(1.0))
+    physics = dinv.physics.BlurFFT(img_size=(1, 8, 8), filter=gaussian_kernel())
     x = torch.rand(1, 1, 8, 8)
 
     class Identity(torch.nn.Module):
@@ -145,7 +149,7 @@ def test_save_and_load_rebuild_the_same_reconstructor(tmp_path, kind):
     if kind == "red":
         denoiser = dinv.models.DnCNN(1, 1, depth=3, nf=8, pretrained=None)
         model = MetaRED(size, denoiser, red_iterations=1, steps=2, hidden=16, layers=3, gamma=2.0, sigma=0.1)
-        physics = dinv.physics.BlurFFT(size, filter=dinv.physics.blur.gaussian_blur(1.0))
+        physics = dinv.physics.BlurFFT(size, filter=gaussian_kernel())
     else:
         solver = GradientDescent(2, 0.5) if kind == "gradient descent" else None
         model = MetaSIREN(size, solver=solver, steps=2, hidden=16, layers=3, learn_lr="per_parameter")

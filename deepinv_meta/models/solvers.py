@@ -69,7 +69,8 @@ class REDFixedPoint(nn.Module):
 
     >>> import torch, deepinv as dinv
     >>> from deepinv_meta.models.solvers import REDFixedPoint
-    >>> physics = dinv.physics.BlurFFT(img_size=(1, 16, 16), filter=dinv.physics.blur.gaussian_blur(1.0))
+    >>> kernel = dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0))
+    >>> physics = dinv.physics.BlurFFT(img_size=(1, 16, 16), filter=kernel)
     >>> solver = REDFixedPoint(dinv.models.DnCNN(1, 1, pretrained=None, depth=3), iterations=2)
     >>> solver(torch.zeros(1, 1, 16, 16), physics(torch.rand(1, 1, 16, 16)), physics).shape
     torch.Size([1, 1, 16, 16])
