@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from deepinv_meta import MetaTrainer
-from deepinv_meta.models.bayes import GaussianBayesEstimator, gaussian_bayes_estimator, operator_matrix
+from deepinv_meta.models.bayes import (
+    GaussianBayesEstimator,
+    gaussian_bayes_estimator,
+    operator_matrix,
+    shared_kernel_rows,
+)
 from deepinv_meta.toy import SquareHoleMaskGenerator, hole_corners, mask_of, sample_images, smooth_covariance, toy_task
 
 
@@ -37,6 +42,35 @@ def test_bayes_estimator_beats_perturbations_in_mse():
     mse_perturbed = ((y.reshape(len(y), -1).double() @ perturbed.T - x.reshape(len(x), -1)) ** 2).mean()
     assert mse < mse_perturbed
     assert mse < 0.5 * (x**2).mean()  # it does predict the hidden pixels
+
+
+def test_shared_kernel_rows_minimise_the_multi_mask_risk_and_reduce_to_bayes_for_one_mask():
+    size, hole = 5, 2
+    sigma = smooth_covariance(size, 1.0, 0.1)
+    mu = 0.3 * torch.ones(size * size, dtype=torch.float64)
+    second_moment = sigma + torch.outer(mu, mu)
+    masks = [mask_of(c, size, hole).flatten().double() for c in [(0, 0), (1, 1), (2, 1)]]
+
+    def risk(theta):  # sum over masks and hidden pixels of E (x_p - theta_p (m * x))^2
+        total = 0.0
+        for m in masks:
+            rows = theta[m == 0] * m  # only observed pixels enter y
+            hidden = (m == 0).nonzero().flatten()
+            total += (second_moment[hidden, hidden] - 2 * (rows @ second_moment[:, hidden]).diagonal()
+                      + (rows @ second_moment @ rows.T).diagonal()).sum()
+        return total
+
+    theta = shared_kernel_rows(masks, mu, sigma)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        assert risk(theta) < risk(theta + 1e-2 * torch.randn(theta.shape, generator=g, dtype=theta.dtype))
+    # a single mask: the shared rows are Bayes' regression (zero mean, so no offset is needed)
+    one = masks[0]
+    physics = dinv.physics.Inpainting(img_size=(1, size, size), mask=one.reshape(1, size, size).float())
+    W, _ = gaussian_bayes_estimator(operator_matrix(physics, (1, size, size)).double(), torch.zeros_like(mu), sigma)
+    theta = shared_kernel_rows([one], torch.zeros_like(mu), sigma)
+    keep = one.bool()
+    assert torch.allclose(theta[~keep][:, keep], W[~keep][:, keep], atol=1e-8)
 
 
 def test_toy_masks_and_areas():

@@ -25,3 +25,16 @@ def test_quick_meta_prior_benchmark_writes_the_contract(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
     for loss in ("supervised", "unsupervised"):
         load(tmp_path / f"meta_pdnet_{loss}.pt")
+
+
+@pytest.mark.slow
+def test_quick_gaussian_toy_reports_learned_maps_against_the_theorem_31_optimum(tmp_path):
+    from deepinv_meta.benchmarks.gaussian_toy import run
+
+    result = run(quick=True, out=tmp_path)
+    rows = {(r["task"].split()[0], r["method"].split(",")[0]): r for r in result["rows"]}
+    for split in ("train", "test"):
+        for method in ("meta-trained", "risk-optimal with unsupervised inner loss (Theorem 3.1: shared kernel rows"):
+            assert 0 < rows[(split, method)]["rel_error_im_to_ker"] < 3
+    assert result["theorem_3_1"]["kernel_change_after_2000_gd_steps"] < 1e-6 < result["theorem_3_1"]["image_change_after_2000_gd_steps"]
+    assert (tmp_path / "table.md").read_text().count("|") > 20 and (tmp_path / "im_to_ker_maps.png").stat().st_size > 0

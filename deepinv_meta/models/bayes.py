@@ -63,6 +63,50 @@ def gaussian_bayes_estimator(A: torch.Tensor, mu: torch.Tensor, sigma: torch.Ten
     return W, b
 
 
+def shared_kernel_rows(masks, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    r"""The best hidden-pixel predictions one linear meta-model can make for several inpainting masks at once.
+
+    With an unsupervised inner loss, fine-tuning never changes the rows of :math:`\theta` on
+    :math:`\mathrm{Ker}(A_i)` (Meta-Prior, Theorem 3.1): every task reads its hidden pixels from the
+    *same* rows of :math:`\theta^*`. For a pixel :math:`p`, the supervised outer loss over the masks
+    :math:`M_i = \mathrm{diag}(m_i)` hiding it is then minimised by the regression
+
+    .. math::
+
+        \theta^*_p = \Big(\sum_{i:\, p \in \mathrm{Ker}(A_i)} M_i R M_i\Big)^{+}
+        \sum_{i:\, p \in \mathrm{Ker}(A_i)} M_i R\, e_p, \qquad R = \Sigma + \mu\mu^\top,
+
+    (tasks drawn uniformly, infinite data), whereas the Bayes estimator of Lemma 3.2 fits each mask
+    separately. The gap between the two is the error that no amount of meta-training or unsupervised
+    fine-tuning can remove. Rows of pixels that no mask hides are left at zero (nothing determines them).
+
+    :param masks: inpainting masks (1 observed, 0 hidden), each with ``n`` entries.
+    :param torch.Tensor mu: mean ``(n,)``. :param torch.Tensor sigma: covariance ``(n, n)``.
+    :return: ``(n, n)`` matrix whose row ``p`` is :math:`\theta^*_p` (zero for never-hidden pixels).
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_meta.models.bayes import shared_kernel_rows
+    >>> sigma = torch.tensor([[1.0, 0.5, 0.5], [0.5, 1.0, 0.0], [0.5, 0.0, 1.0]])
+    >>> theta = shared_kernel_rows([torch.tensor([0.0, 1, 1])], torch.zeros(3), sigma)
+    >>> theta[0].tolist()  # one mask: the Bayes regression of x1 on (x2, x3)
+    [0.0, 0.5, 0.5]
+    """
+    masks = [torch.as_tensor(m).reshape(-1).to(sigma) for m in masks]
+    second_moment = sigma + torch.outer(mu, mu)
+    n = second_moment.shape[0]
+    theta = torch.zeros(n, n, dtype=sigma.dtype)
+    for p in range(n):
+        hiding = [m for m in masks if m[p] == 0]
+        if not hiding:
+            continue
+        gram = sum(m[:, None] * second_moment * m[None, :] for m in hiding)
+        target = sum(m * second_moment[:, p] for m in hiding)
+        theta[p] = torch.linalg.pinv(gram) @ target
+    return theta
+
+
 class GaussianBayesEstimator(dinv.models.Reconstructor):
     r"""Reconstructor returning :math:`\mathbb{E}[x \mid y, A]` for a Gaussian prior (Lemma 3.2).
 
