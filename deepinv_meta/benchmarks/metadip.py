@@ -3,7 +3,8 @@ r"""MetaDIP benchmark (MetaDIP paper, Tables 1-3 and Figure 2) at CPU scale.
 ``deepinv-meta benchmark metadip [--quick]``. Protocol:
 
 - MetaDIP and MetaSIREN are meta-trained on one task only, Gaussian denoising at :math:`\sigma = 25`
-  of CelebA faces (centre crops, RGB), with 20 inner steps (second order through all of them), and
+  of CelebA faces (centre crops, RGB), with 20 inner steps (second order through all of them; MetaDIP's
+  learned step sizes and momenta get a 10x larger outer learning rate, ``lr_scales``), and
   evaluated with 50 inner steps on unseen problems and images: denoising at :math:`\sigma = 15, 25`,
   compressed sensing (``dinv.physics.CompressedSensing``, :math:`m/n = 1/4, 1/8`) and compressive
   phase retrieval (``dinv.physics.RandomPhaseRetrieval``, :math:`m/n = 1/4, 1/8` as in the paper's
@@ -42,8 +43,9 @@ from .report import machine, markdown_table, train_for, write_results, write_tab
 
 FULL = dict(
     img_size=64, channels=(32, 64, 128), latent_channels=8, fourier_features=16, train_steps=20, test_steps=50,
-    inner_lr=1e-2, momentum=0.9, tv_weight=1e-3, siren_hidden=128, siren_layers=4, siren_lr=1e-2,
-    outer_lr=1e-3, batch_size=2, train_minutes=10.0, train_faces=2500, test_faces=6, test_patches=6,
+    inner_lr=1.0, momentum=0.9, tv_weight=1e-3, siren_hidden=128, siren_layers=4, siren_lr=1e-2,
+    outer_lr=3e-3, lr_scales={"inner.": 10.0}, batch_size=2, train_minutes=10.0, train_faces=2500, test_faces=6,
+    test_patches=6,
     sigmas=[15, 25], cs_ratios=[1 / 4, 1 / 8], pr_ratios=[1 / 4, 1 / 8], measurement_noise=10 / 255,
     dip_iterations=[50, 1000], dip_lr=1e-2,
     pnp_sigma=[0.05, 0.1, 0.2], pnp_gamma=[0.5, 1.0, 2.0], pnp_iterations=[10, 20, 40],
@@ -114,7 +116,8 @@ def meta_train(model, data: dict, cfg: dict, device, seed: int, name: str):
     task = Task("denoising sigma=25", dinv.physics.Denoising(noise, device=device), data["train"][:half],
                 data["train"][half:])
     trainer = MetaTrainer(model, [task], inner_steps=0, outer_lr=cfg["outer_lr"], batch_size=cfg["batch_size"],
-                          device=device, seed=seed, progress=sys.stderr.isatty(), grad_clip=1.0)
+                          device=device, seed=seed, progress=sys.stderr.isatty(), grad_clip=1.0,
+                          lr_scales=cfg["lr_scales"] if isinstance(model, MetaDIP) else None)
     seconds = train_for(trainer, cfg["train_minutes"], name)
     return trainer.model.eval(), trainer.step, seconds
 

@@ -93,7 +93,10 @@ class MetaDIP(TestTimeOptimizer):
     :param tuple img_size: ``(C, H, W)``; H and W must be divisible by :math:`2^{\text{levels}-1}`.
     :param int steps: inner steps at test time (default 50).
     :param int train_steps: inner steps with learned settings (the meta-training length, default 20).
-    :param float lr: initial inner learning rate. :param float momentum: initial momentum.
+    :param float lr: initial inner learning rate. The fidelity is a mean over pixels, so its
+        gradients are small: from a random init, SGD with momentum 0.9 needs a rate near 1 (measured on
+        32×32 faces, σ = 25/255, 50 steps: 12.5 dB at 0.01, 21.8 dB at 1, 23.2 dB at 3, diverging at 10).
+    :param float momentum: initial momentum.
     :param float tv_weight: :math:`\tau`, the fixed TV weight.
     :param tuple channels: encoder-decoder channels per level.
     :param int latent_channels: channels of the fixed latent :math:`z`.
@@ -111,7 +114,7 @@ class MetaDIP(TestTimeOptimizer):
     torch.Size([1, 1, 16, 16])
     """
 
-    def __init__(self, img_size, steps: int = 50, train_steps: int = 20, lr: float = 1e-2, momentum: float = 0.9,
+    def __init__(self, img_size, steps: int = 50, train_steps: int = 20, lr: float = 1.0, momentum: float = 0.9,
                  tv_weight: float = 1e-3, channels=(32, 64, 128), latent_channels: int = 8,
                  fourier_features: int = 16, complex_physics: bool = False, seed: int = 0):
         channels_out, height, width = img_size
