@@ -95,3 +95,16 @@ def test_vanilla_dip_is_reproducible_and_reports_every_iteration():
     first = dip(y, physics, callback=lambda k, x: seen.append(k))
     assert seen == [1, 2, 3, 4]
     torch.testing.assert_close(first, dip(y, physics))  # a fresh random init every call
+
+
+def test_fidelity_is_normalised_by_its_curvature_relative_to_denoising():
+    n = 1 * 16 * 16
+    model = MetaDIP((1, 16, 16), steps=2, **SMALL)
+    x = torch.rand(1, 1, 16, 16)
+    denoising = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
+    assert model.fidelity_scale(denoising(x), denoising) == pytest.approx(1.0, rel=1e-3)
+    cs = dinv.physics.CompressedSensing(m=n // 4, img_size=(1, 16, 16), rng=torch.Generator().manual_seed(0))
+    norm = torch.linalg.matrix_norm(cs._A, ord=2).item() ** 2  # the exact ||A||^2 of the Gaussian matrix
+    assert model.fidelity_scale(cs(x), cs) == pytest.approx(4 * norm, rel=0.05)
+    model.normalize_fidelity = False
+    assert model.fidelity_scale(cs(x), cs) == 1.0

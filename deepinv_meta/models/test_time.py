@@ -73,9 +73,13 @@ class TestTimeOptimizer(dinv.models.Reconstructor):
         """What the physics is applied to: the image, cast to complex if ``complex_physics``."""
         return to_physics_input(x, self.complex_physics)
 
-    def inner_loss(self, x: torch.Tensor, y: torch.Tensor, physics) -> torch.Tensor:
-        r""":math:`\operatorname{mean}\|Ax - y\|^2 + R(x)`."""
-        return measurement_consistency_loss(self.physics_input(x), y, physics) + self.regularizer(x)
+    def fidelity_scale(self, y: torch.Tensor, physics) -> float:
+        """Divisor of the data fidelity for measurement ``y`` (default 1; see :class:`~deepinv_meta.models.MetaDIP`)."""
+        return 1.0
+
+    def inner_loss(self, x: torch.Tensor, y: torch.Tensor, physics, scale: float = 1.0) -> torch.Tensor:
+        r""":math:`\operatorname{mean}\|Ax - y\|^2 / s + R(x)`, with :math:`s` the :meth:`fidelity_scale`."""
+        return measurement_consistency_loss(self.physics_input(x), y, physics) / scale + self.regularizer(x)
 
     def check_inputs(self, y: torch.Tensor, physics) -> None:
         """Clear errors for measurements or operators that do not fit the model."""
@@ -125,9 +129,10 @@ class TestTimeOptimizer(dinv.models.Reconstructor):
         images = []
         for i in range(y.shape[0]):
             yi = y[i : i + 1]
+            scale = self.fidelity_scale(yi, physics)
 
-            def loss(net, k, yi=yi):
-                return self.inner_loss(self.generate(net, yi, physics), yi, physics)
+            def loss(net, k, yi=yi, scale=scale):
+                return self.inner_loss(self.generate(net, yi, physics), yi, physics, scale)
 
             result = self.inner.run(self.net, loss, steps=steps, track_meta_grad=track, callback=callback)
             with torch.set_grad_enabled(track):
