@@ -41,7 +41,7 @@ task = Task("denoising sigma=25", physics, patches[::2], patches[1::2])
 architecture = dict(channels=(16, 32, 64), latent_channels=8, fourier_features=16)
 model = MetaDIP((1, size, size), steps=50, train_steps=10, **architecture)
 # the learned step sizes and momenta move 10x faster than the weights (one Adam group each)
-trainer = MetaTrainer(model, [task], inner_steps=0, outer_lr=3e-3, batch_size=2, grad_clip=1.0, progress=False,
+trainer = MetaTrainer(model, [task], inner_steps=0, outer_lr=1e-3, batch_size=2, grad_clip=1.0, progress=False,
                       device="cpu", lr_scales={"inner.": 10.0})
 history = trainer.train(steps=10**6, max_time=60)
 print(f"{trainer.step} outer steps; outer loss {history[0]['outer_loss']:.3e} -> {history[-1]['outer_loss']:.3e}")

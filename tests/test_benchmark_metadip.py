@@ -20,7 +20,10 @@ def test_quick_metadip_benchmark_writes_the_contract(tmp_path):
     assert {"denoising sigma=25 (faces)", "CS m/n=1/4 (patches)", "PR m/n=1/4 (faces)"} <= tasks
     methods = {row["method"] for row in result["rows"]}
     assert {"PnP-ADMM (FFDNet)", "DIP (50)", "MetaSIREN (50)", "MetaDIP (50)"} <= methods
-    assert all(row["time_s"] > 0 and row["psnr"] > 5 for row in result["rows"])
+    assert all(row["time_s"] > 0 for row in result["rows"])
+    # a diverged fit is reported as such, never scored; MetaDIP itself must not diverge
+    assert all(row["psnr"] > 5 for row in result["rows"] if not row["diverged"])
+    assert not any(row["diverged"] for row in result["rows"] if row["method"].startswith("MetaDIP"))
     for name in ("table.md", "convergence.png"):
         assert (tmp_path / name).stat().st_size > 0
     load(tmp_path / "metadip.pt")

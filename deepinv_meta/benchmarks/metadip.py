@@ -31,7 +31,7 @@ import deepinv as dinv
 import torch
 
 from .. import baselines
-from ..bilevel import MetaTrainer
+from ..bilevel import MetaTrainer, NonFiniteLossError
 from ..bilevel.trainer import default_device
 from ..data import data_root, load_image_folder
 from ..io import save
@@ -44,7 +44,7 @@ from .report import machine, markdown_table, train_for, write_results, write_tab
 FULL = dict(
     img_size=64, channels=(32, 64, 128), latent_channels=8, fourier_features=16, train_steps=20, test_steps=50,
     inner_lr=1.0, momentum=0.9, tv_weight=1e-3, siren_hidden=128, siren_layers=4, siren_lr=1e-2,
-    outer_lr=3e-3, lr_scales={"inner.": 10.0}, batch_size=2, train_minutes=10.0, train_faces=2500, test_faces=6,
+    outer_lr=1e-3, lr_scales={"inner.": 10.0}, batch_size=2, train_minutes=10.0, train_faces=2500, test_faces=6,
     test_patches=6,
     sigmas=[15, 25], cs_ratios=[1 / 4, 1 / 8], pr_ratios=[1 / 4, 1 / 8], measurement_noise=10 / 255,
     dip_iterations=[50, 1000], dip_lr=1e-2,
@@ -124,17 +124,24 @@ def meta_train(model, data: dict, cfg: dict, device, seed: int, name: str):
 
 def evaluate(method, x: torch.Tensor, physics, complex_physics: bool, psnr) -> dict:
     """PSNR per image (mean, std) and time per image of one reconstructor."""
-    values, seconds = [], 0.0
+    values, seconds, diverged = [], 0.0, 0  # PSNR of each image, nan where the fit diverged
     for i in range(len(x)):
         y = measure(physics, complex_physics, x[i: i + 1])
         start = time.perf_counter()
-        with torch.no_grad():
-            x_hat = method(y, physics)
-        seconds += time.perf_counter() - start
+        try:
+            with torch.no_grad():
+                x_hat = method(y, physics)
+        except NonFiniteLossError:  # a diverging fit is reported (PSNR nan), never scored as an image
+            diverged += 1
+            values.append(float("nan"))
+            continue
+        finally:
+            seconds += time.perf_counter() - start
         values.append(psnr(x_hat.clamp(0, 1), x[i: i + 1]).item())
-    values = torch.tensor(values)
-    return {"psnr": values.mean().item(), "psnr_std": values.std().item() if len(values) > 1 else 0.0,
-            "time_s": seconds / len(x)}
+    values = torch.tensor([v for v in values if v == v])  # the images that did not diverge
+    return {"psnr": values.mean().item() if len(values) else None,
+            "psnr_std": values.std().item() if len(values) > 1 else 0.0, "time_s": seconds / len(x),
+            "diverged": diverged}
 
 
 def tune_pnp(denoiser, physics, complex_physics, x_tune, cfg, psnr):
@@ -144,7 +151,7 @@ def tune_pnp(denoiser, physics, complex_physics, x_tune, cfg, psnr):
         for gamma in cfg["pnp_gamma"]:
             for iterations in cfg["pnp_iterations"]:
                 method = baselines.PnPADMM(denoiser, sigma, gamma, iterations, complex_physics=complex_physics)
-                score = evaluate(method, x_tune, physics, complex_physics, psnr)["psnr"]
+                score = evaluate(method, x_tune, physics, complex_physics, psnr)["psnr"] or float("-inf")
                 if best is None or score > best[0]:
                     best = (score, dict(sigma=sigma, gamma=gamma, iterations=iterations))
     return best[1]
@@ -268,7 +275,7 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) ->
                 score = evaluate(recon, data[dataset], physics, complex_physics, psnr)
                 rows.append({"task": f"{name} ({dataset})", "method": method.split(" {")[0], **score,
                              **({"params": params} if method.startswith("PnP") else {})})
-                log(f"  {name} {dataset:8s} {method:40s} {score['psnr']:6.2f} ± {score['psnr_std']:.2f} dB "
+                log(f"  {name} {dataset:8s} {method:40s} {score['psnr'] or float('nan'):6.2f} ± {score['psnr_std']:.2f} dB "
                     f"{score['time_s']:.2f} s/image")
     siren.complex_physics = metadip.complex_physics = False
 
@@ -300,7 +307,12 @@ def format_table(result: dict) -> str:
     rows = result["rows"]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    psnr_cell = lambda r: "—" if r is None else f"{r['psnr']:.2f} ± {r['psnr_std']:.2f}"  # noqa: E731
+    def psnr_cell(r):
+        if r is None:
+            return "—"
+        scored = "" if r["psnr"] is None else f"{r['psnr']:.2f} ± {r['psnr_std']:.2f}"
+        return scored + (f" (diverged on {r['diverged']})" if r.get("diverged") else "")
+
     time_rows = [dict(r, task=r["task"].split(" (")[0]) for r in rows if r["task"].endswith("(faces)")]
     time_cell = lambda r: "—" if r is None else f"{r['time_s']:.2f}"  # noqa: E731
     speed = result["speedup_detail"]
