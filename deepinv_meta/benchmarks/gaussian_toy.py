@@ -132,8 +132,8 @@ def theorem_31_bound(train_corners, test_corners, size, hole, mu, sigma, bayes) 
     theta = shared_kernel_rows(train_masks, mu, sigma).float()
     rows = []
     for split, corners in (("train", train_corners), ("test", test_corners)):
-        errors = torch.tensor([relative_error(theta, bayes(mask_of(c, size, hole)), mask_of(c, size, hole))
-                               for c in corners])
+        masks = [mask_of(c, size, hole) for c in corners]
+        errors = torch.tensor([relative_error(theta, bayes(mask), mask) for mask in masks])
         rows.append({
             "task": f"{split} masks (area {'A' if split == 'train' else 'B'})",
             "method": "risk-optimal with unsupervised inner loss (Theorem 3.1: shared kernel rows, analytic)",

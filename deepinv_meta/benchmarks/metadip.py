@@ -124,21 +124,20 @@ def meta_train(model, data: dict, cfg: dict, device, seed: int, name: str):
 
 def evaluate(method, x: torch.Tensor, physics, complex_physics: bool, psnr) -> dict:
     """PSNR per image (mean, std) and time per image of one reconstructor."""
-    values, seconds, diverged = [], 0.0, 0  # PSNR of each image, nan where the fit diverged
+    values, seconds, diverged = [], 0.0, 0  # PSNR of the images whose fit did not diverge
     for i in range(len(x)):
         y = measure(physics, complex_physics, x[i: i + 1])
         start = time.perf_counter()
         try:
             with torch.no_grad():
                 x_hat = method(y, physics)
-        except NonFiniteLossError:  # a diverging fit is reported (PSNR nan), never scored as an image
+        except NonFiniteLossError:  # a diverging fit is counted in the row, never scored as an image
             diverged += 1
-            values.append(float("nan"))
             continue
         finally:
             seconds += time.perf_counter() - start
         values.append(psnr(x_hat.clamp(0, 1), x[i: i + 1]).item())
-    values = torch.tensor([v for v in values if v == v])  # the images that did not diverge
+    values = torch.tensor(values)
     return {"psnr": values.mean().item() if len(values) else None,
             "psnr_std": values.std().item() if len(values) > 1 else 0.0, "time_s": seconds / len(x),
             "diverged": diverged}
