@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="meta-prior only: imaging experiments, the Gaussian toy, or both (default)")
     bench.add_argument("--reuse-meta-models", default=None, metavar="DIR",
                        help="meta-prior only: skip meta-training and load meta_pdnet_*.pt from DIR (same --quick setting)")
+    bench.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one setting of the configuration (repeatable), e.g. --set train_minutes=30; "
+                            "the settings are printed at the start of a run and stored in results.json")
     bench.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -55,26 +58,37 @@ def run_benchmark(args) -> int:
     import importlib
     from pathlib import Path
 
+    from .benchmarks import gaussian_toy
+    from .benchmarks.settings import configure, parse_setting
     from .data import data_root
 
     if args.reuse_meta_models and args.name != "meta-prior":
         print(f"error: --reuse-meta-models applies to the meta-prior benchmark only, not {args.name}.", file=sys.stderr)
         return 2
+    if args.settings and args.name == "meta-prior" and args.part == "all":
+        print("error: the toy and the imaging part of meta-prior have different settings; "
+              "use --set with --part imaging or --part toy.", file=sys.stderr)
+        return 2
     out = Path(args.out or f"benchmark-results/{args.name}{'-quick' if args.quick else ''}")
     try:
         root = data_root(args.data_root)
-    except FileNotFoundError as error:
+        settings = dict(parse_setting(text) for text in args.settings)
+    except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.name == "meta-prior" and args.part in ("all", "toy"):
-        from .benchmarks import gaussian_toy
-
-        gaussian_toy.run(quick=args.quick, out=out / "gaussian_toy", seed=args.seed, verbose=True)
-        if args.part == "toy":
-            return 0
     module = importlib.import_module(f".benchmarks.{BENCHMARKS[args.name]}", __package__)
+    toy_only = args.name == "meta-prior" and args.part == "toy"
+    try:  # an unknown key is reported before any work starts
+        configure(gaussian_toy.FULL if toy_only else module.FULL, settings)
+    except KeyError as error:
+        print(f"error: {error.args[0]}", file=sys.stderr)
+        return 2
+    if args.name == "meta-prior" and args.part in ("all", "toy"):
+        gaussian_toy.run(quick=args.quick, out=out / "gaussian_toy", seed=args.seed, verbose=True, settings=settings)
+        if toy_only:
+            return 0
     options = {"reuse_meta_models": args.reuse_meta_models} if args.reuse_meta_models else {}
-    module.run(quick=args.quick, device=args.device, root=root, out=out, seed=args.seed, **options)
+    module.run(quick=args.quick, device=args.device, root=root, out=out, seed=args.seed, settings=settings, **options)
     print(f"results written to {out}/ (results.json, table.md, figures, checkpoints)")
     return 0
 

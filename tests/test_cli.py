@@ -48,3 +48,24 @@ def test_reuse_meta_models_is_refused_outside_meta_prior(capsys, tmp_path):
 
     assert main(["benchmark", "metadip", "--reuse-meta-models", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "meta-prior benchmark only" in capsys.readouterr().err
+
+
+def test_benchmark_settings_override_the_configuration_and_typos_are_refused(capsys, tmp_path):
+    import pytest
+
+    from deepinv_meta.benchmarks.settings import configure, parse_setting
+    from deepinv_meta.cli import main
+
+    assert parse_setting("curve_steps=[1, 5]") == ("curve_steps", [1, 5])
+    assert parse_setting("denoiser=weights/x.pth") == ("denoiser", "weights/x.pth")
+    assert configure({"a": 1, "b": 2}, {"b": 3}) == {"a": 1, "b": 3}
+    with pytest.raises(KeyError, match="train_minutes"):
+        configure({"train_minutes": 1.0}, {"train_minutse": 2})
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_setting("train_minutes")
+    # the CLI reports an unknown key (naming the valid ones) before any work starts
+    assert main(["benchmark", "metadip", "--set", "train_minuts=1", "--data-root", str(tmp_path),
+                 "--out", str(tmp_path)]) == 2
+    assert "train_minutes" in capsys.readouterr().err
+    assert main(["benchmark", "meta-prior", "--set", "outer_steps=5", "--data-root", str(tmp_path)]) == 2
+    assert "--part" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from ..bilevel import MetaTrainer, finetune
 from ..models import LinearModel
 from ..models.bayes import gaussian_bayes_estimator, operator_matrix, shared_kernel_rows
 from ..toy import hole_corners, mask_of, sample_images, smooth_covariance, toy_task
+from .settings import configure
 
 # The outer loss fits a regression on D_test: with few samples even least squares is far from the
 # Bayes map (measured: 0.41 relative error with 1024 samples, 0.05 with 100k), hence large sets.
@@ -58,9 +59,9 @@ def adapt_to_mask(meta, mask, images, loss: str, steps: int, lr: float, optimize
 
 
 def run(quick: bool = False, inner_losses=("unsupervised", "supervised"), out: str | Path | None = None, seed: int = 0,
-        verbose: bool = False):
+        verbose: bool = False, settings: dict | None = None):
     """Run the toy experiment; returns the results dict (and writes results.json/table.md/figure to ``out``)."""
-    cfg = dict(QUICK if quick else FULL)
+    cfg = configure(QUICK if quick else FULL, settings)
     start = time.perf_counter()
     size, hole = cfg["size"], cfg["hole"]
     sigma = smooth_covariance(size, cfg["length_scale"], cfg["jitter"])

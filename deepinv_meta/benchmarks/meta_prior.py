@@ -36,6 +36,7 @@ from ..models import MetaPDNet
 from ..tasks import decimation, meta_prior_tasks
 from ..weights import load_denoiser
 from .report import machine, markdown_table, write_results, write_table
+from .settings import configure
 
 FULL = dict(
     depth=20, channels=32, patch_size=32, batch_size=8, inner_steps=1, inner_lr=1e-3, outer_lr=5e-3, lam=0.0,
@@ -194,13 +195,15 @@ def row(task, method, psnr: torch.Tensor, **extra) -> dict:
             "psnr_std": psnr.std().item() if len(psnr) > 1 else 0.0, **extra}
 
 
-def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, reuse_meta_models=None) -> dict:
+def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, reuse_meta_models=None,
+        settings: dict | None = None) -> dict:
     """Run the benchmark; returns the results dict and writes results/figures/checkpoints to ``out``.
 
     :param reuse_meta_models: folder holding ``meta_pdnet_{supervised,unsupervised}.pt`` from an earlier run
         with the same configuration; meta-training is then skipped (its step count is kept in the results).
+    :param settings: overrides of the ``FULL`` / ``QUICK`` settings (:func:`~.settings.configure`).
     """
-    cfg = dict(QUICK if quick else FULL)
+    cfg = configure(QUICK if quick else FULL, settings)
     device = torch.device(device) if device else default_device()
     root = data_root(root)
     out = Path(out) if out is not None else None

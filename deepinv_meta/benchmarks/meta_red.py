@@ -38,6 +38,7 @@ from ..models import GradientDescent, MetaRED, MetaSIREN, REDFixedPoint
 from ..tasks import Task
 from ..weights import load_denoiser
 from .report import machine, markdown_table, train_for, write_results, write_table
+from .settings import configure
 
 FULL = dict(
     img_size=64, pixels_size=32, train_faces=2500, test_faces=50, siren_hidden=256, siren_layers=5,
@@ -231,8 +232,8 @@ def tables3and4(faces, denoiser, cfg, device, seed) -> list[dict]:
     return rows
 
 
-def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) -> dict:
-    cfg = dict(QUICK if quick else FULL)
+def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, settings: dict | None = None) -> dict:
+    cfg = configure(QUICK if quick else FULL, settings)
     device = torch.device(device) if device is not None else default_device()
     torch.manual_seed(seed)
     started = time.perf_counter()

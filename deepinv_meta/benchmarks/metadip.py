@@ -40,6 +40,7 @@ from ..physics import to_physics_input
 from ..tasks import Task
 from ..weights import load_denoiser
 from .report import machine, markdown_table, train_for, write_results, write_table
+from .settings import configure
 
 FULL = dict(
     img_size=64, channels=(32, 64, 128), latent_channels=8, fourier_features=16, train_steps=20, test_steps=50,
@@ -217,9 +218,9 @@ def speedup(model: MetaDIP, dip: baselines.VanillaDIP, x: torch.Tensor, physics,
             "note": "median over test faces; entries where DIP never reached MetaDIP(50)'s PSNR are lower bounds"}
 
 
-def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) -> dict:
+def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, settings: dict | None = None) -> dict:
     """Run the benchmark; returns the results dict and writes results/figures/checkpoints to ``out``."""
-    cfg = dict(QUICK if quick else FULL)
+    cfg = configure(QUICK if quick else FULL, settings)
     device = torch.device(device) if device else default_device()
     root = data_root(root)
     out = Path(out) if out is not None else None

@@ -43,6 +43,7 @@ from ..models.variational import (FSGD, AutoEncoderPrior, FixedPoint, LSTMSolver
 from ..physics import RandomHolesMaskGenerator, TimeSeriesMaskGenerator
 from ..tasks import Task
 from .report import loss_summary, machine, markdown_table, write_results, write_table
+from .settings import configure
 
 FULL = dict(
     mnist_train=8000, mnist_test=1000, pca_components=50, ae_latent=20, cnn_hidden=16, lstm_hidden=5,
@@ -307,8 +308,8 @@ def run_lorenz(exp: Experiment, cfg) -> None:
 
 
 # ---------------------------------------------------------------------------------------- entry point
-def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0) -> dict:
-    cfg = QUICK if quick else FULL
+def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, settings: dict | None = None) -> dict:
+    cfg = configure(QUICK if quick else FULL, settings)
     device = torch.device(device) if device is not None else default_device()
     torch.manual_seed(seed)
     started = time.perf_counter()
