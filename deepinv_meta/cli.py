@@ -70,14 +70,14 @@ def run_benchmark(args) -> int:
               "use --set with --part imaging or --part toy.", file=sys.stderr)
         return 2
     out = Path(args.out or f"benchmark-results/{args.name}{'-quick' if args.quick else ''}")
+    toy_only = args.name == "meta-prior" and args.part == "toy"  # the toy samples its own data
     try:
-        root = data_root(args.data_root)
+        root = None if toy_only else data_root(args.data_root)
         settings = dict(parse_setting(text) for text in args.settings)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     module = importlib.import_module(f".benchmarks.{BENCHMARKS[args.name]}", __package__)
-    toy_only = args.name == "meta-prior" and args.part == "toy"
     try:  # an unknown key is reported before any work starts
         configure(gaussian_toy.FULL if toy_only else module.FULL, settings)
     except KeyError as error:
