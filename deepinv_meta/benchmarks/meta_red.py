@@ -58,7 +58,7 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def load_faces(root: Path, cfg: dict, device) -> torch.Tensor:
+def load_faces(root: Path, device) -> torch.Tensor:
     """All CelebA faces as grey centre 64×64 crops ``(N, 1, 64, 64)``."""
     return torch.stack([center_crop(f, 64) for f in load_image_folder(root / "images" / "celeba", grey=True)]).to(device)
 
@@ -240,7 +240,7 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
     log(f"Meta-RED / MetaSIREN benchmark ({'quick' if quick else 'full'}) | {machine(device)}")
     denoiser = load_denoiser(root / cfg["denoiser"], device=device).eval()
     denoiser.requires_grad_(False)
-    everything = load_faces(root, cfg, device)
+    everything = load_faces(root, device)
     faces, small = split(everything, cfg["img_size"], cfg), split(everything, cfg["pixels_size"], cfg)
     log(f"config: {cfg}")
     log(f"{len(faces[0])} training / {len(faces[1])} test faces (grey), denoiser {cfg['denoiser']}")
