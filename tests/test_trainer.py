@@ -160,3 +160,23 @@ def test_checkpoints_from_before_learned_lr_modes_resume(small_tasks, tmp_path):
     del state["config"]["outer_loss"]
     atomic_save(state, path)
     assert make_trainer(small_tasks, learn_inner_lr=True, checkpoint=path).step == 1
+
+
+def test_train_for_keeps_the_weights_with_the_lowest_held_out_loss(small_tasks):
+    """A late blow-up of the held-out loss (or a NaN) must not replace the best weights seen."""
+    from deepinv_meta.benchmarks.report import train_for
+
+    trainer = make_trainer(small_tasks)
+    snapshots = []
+
+    def fake_evaluate():  # 2nd validation is the best, later ones are worse or NaN
+        snapshots.append((trainer.step, {k: v.clone() for k, v in trainer.model.state_dict().items()}))
+        loss = [0.5, 0.2, float("nan")][len(snapshots) - 1] if len(snapshots) <= 3 else 1.0 + len(snapshots)
+        return {"denoising": {"adapted": loss}}
+
+    trainer.evaluate = fake_evaluate
+    train_for(trainer, minutes=0.05, name="test", validate_every=0.001)
+    assert len(trainer.validation) >= 3 and trainer.step > snapshots[1][0]
+    assert trainer.selected_step == snapshots[1][0]
+    for name, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(value, snapshots[1][1][name], rtol=0, atol=0)

@@ -43,19 +43,22 @@ from .report import machine, markdown_table, train_for, write_results, write_tab
 from .settings import configure
 
 # channels (32, 64, 128) at 64x64 made meta-training unstable with the inner lr of 1 (measured: 20 outer steps
-# took the held-out PSNR after 50 inner steps from 13.4 to 7.2 dB; (16, 32, 64): 13.6 -> 20.3 dB after 40 steps)
+# took the held-out PSNR after 50 inner steps from 13.4 to 7.2 dB; (16, 32, 64): 13.6 -> 20.3 dB after 40 steps).
+# Even at (16, 32, 64) the learned step sizes can blow up late (a 15-min run on 2 threads went from a training
+# loss of 0.071 down and back up to 0.248 at step 357), so the weights with the lowest held-out loss, measured
+# every `validate_every` minutes on training faces, are kept (report.train_for).
 FULL = dict(
     img_size=64, channels=(16, 32, 64), latent_channels=8, fourier_features=16, train_steps=20, test_steps=50,
     inner_lr=1.0, momentum=0.9, tv_weight=1e-3, siren_hidden=128, siren_layers=4, siren_lr=1e-2,
-    outer_lr=1e-3, lr_scales={"inner.": 10.0}, batch_size=2, train_minutes=15.0, train_faces=2500, test_faces=4,
-    test_patches=4,
+    outer_lr=1e-3, lr_scales={"inner.": 10.0}, batch_size=2, train_minutes=12.0, validate_every=1.0, train_faces=2500,
+    test_faces=4, test_patches=4,
     sigmas=[15, 25], cs_ratios=[1 / 4, 1 / 8], pr_ratios=[1 / 4, 1 / 8], measurement_noise=10 / 255,
     dip_iterations=[50, 1000], dip_lr=1e-2,
     pnp_sigma=[0.05, 0.1, 0.2], pnp_gamma=[0.5, 1.0, 2.0], pnp_iterations=[10, 20, 40],
     denoiser="weights/ipol_ffdnet/net_rgb.pth", curve_steps=300,
 )
 QUICK = dict(
-    FULL, img_size=32, siren_hidden=64, siren_layers=3, train_minutes=1.5, train_faces=500,
+    FULL, img_size=32, siren_hidden=64, siren_layers=3, train_minutes=1.5, validate_every=0.5, train_faces=500,
     test_faces=2, test_patches=2, cs_ratios=[1 / 4], pr_ratios=[1 / 4], dip_iterations=[50, 300],
     pnp_sigma=[0.05, 0.1], pnp_gamma=[1.0], pnp_iterations=[10], curve_steps=100,
 )
@@ -121,8 +124,10 @@ def meta_train(model, data: dict, cfg: dict, device, seed: int, name: str):
     trainer = MetaTrainer(model, [task], inner_steps=0, outer_lr=cfg["outer_lr"], batch_size=cfg["batch_size"],
                           device=device, seed=seed, progress=sys.stderr.isatty(), grad_clip=1.0,
                           lr_scales=cfg["lr_scales"] if isinstance(model, MetaDIP) else None)
-    seconds = train_for(trainer, cfg["train_minutes"], name)
-    return trainer.model.eval(), trainer.step, seconds
+    seconds = train_for(trainer, cfg["train_minutes"], name, validate_every=cfg["validate_every"])
+    info = {"outer_steps": trainer.step, "selected_step": trainer.selected_step, "train_time_s": seconds,
+            "validation": trainer.validation}
+    return trainer.model.eval(), info
 
 
 def evaluate(method, x: torch.Tensor, physics, complex_physics: bool, psnr) -> dict:
@@ -238,16 +243,17 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
     log(f"meta-training on {len(data['train'])} CelebA faces {size}, denoising sigma=25, "
         f"{cfg['train_steps']} inner steps, {cfg['train_minutes']} min per model")
     torch.manual_seed(seed)
-    metadip, dip_steps, dip_seconds = meta_train(
+    metadip, dip_training = meta_train(
         MetaDIP(size, steps=cfg["test_steps"], train_steps=cfg["train_steps"], lr=cfg["inner_lr"],
                 momentum=cfg["momentum"], tv_weight=cfg["tv_weight"], seed=seed, **generator),
         data, cfg, device, seed, "MetaDIP")
-    siren, siren_steps, siren_seconds = meta_train(
+    siren, siren_training = meta_train(
         MetaSIREN(size, steps=cfg["train_steps"], lr=cfg["siren_lr"], learn_lr=False, hidden=cfg["siren_hidden"],
                   layers=cfg["siren_layers"]),
         data, cfg, device, seed, "MetaSIREN")
     if out is not None:
-        save(metadip, out / "metadip.pt", outer_steps=dip_steps, train_time_s=dip_seconds)
+        save(metadip, out / "metadip.pt", outer_steps=dip_training["selected_step"],
+             train_time_s=dip_training["train_time_s"])
 
     denoiser = load_denoiser(root / cfg["denoiser"], device=device)
     try:
@@ -292,8 +298,7 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
     result = {
         "benchmark": "metadip", "quick": quick, "device": machine(device),
         "config": dict(cfg, seed=seed, data_root=str(root), meta_training={
-            "MetaDIP": {"outer_steps": dip_steps, "train_time_s": dip_seconds},
-            "MetaSIREN": {"outer_steps": siren_steps, "train_time_s": siren_seconds}}),
+            "MetaDIP": dip_training, "MetaSIREN": siren_training}),
         "wall_time_s": time.perf_counter() - started,
         "speedup": speed["speedup"], "speedup_detail": speed,
         "rows": rows, "convergence": curves,

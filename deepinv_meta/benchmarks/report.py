@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import platform
 import time
 from pathlib import Path
 
 import deepinv as dinv
 import torch
+
+from ..bilevel import NonFiniteLossError
 
 
 def machine(device) -> str:
@@ -52,11 +56,42 @@ def loss_summary(history: list[dict]) -> str:
     return f"loss {losses[0]:.3e} -> {sum(losses[-10:]) / len(losses[-10:]):.3e} (mean of the last 10)"
 
 
-def train_for(trainer, minutes: float, name: str) -> float:
-    """Run ``trainer`` for ``minutes`` of wall time, print steps, speed and losses; return the seconds spent."""
+def train_for(trainer, minutes: float, name: str, validate_every: float | None = None) -> float:
+    """Run ``trainer`` for ``minutes`` of wall time, print steps, speed and losses; return the seconds spent.
+
+    With ``validate_every`` (minutes), the adapted model's loss on fixed held-out episodes of the
+    training tasks (:meth:`~deepinv_meta.MetaTrainer.evaluate`) is measured after each such chunk,
+    and the weights with the lowest one are kept: meta-learned step sizes can drift to the edge of
+    stability late in training, and a late blow-up must not replace a good model. The chosen step is
+    ``trainer.selected_step`` and the validation curve ``trainer.validation``.
+    """
     start = time.perf_counter()
-    trainer.train(steps=10**7, max_time=60 * minutes)
+    chunk = 60 * (validate_every or minutes)
+    trainer.validation, best = [], None
+    while True:
+        left = 60 * minutes - (time.perf_counter() - start)
+        trainer.train(steps=10**7, max_time=min(chunk, left))
+        if validate_every is not None:
+            scores = trainer.evaluate()
+            loss = sum(s["adapted"] for s in scores.values()) / len(scores)
+            trainer.validation.append({"step": trainer.step, "loss": loss})
+            if math.isfinite(loss) and (best is None or loss < best[0]):
+                best = (loss, trainer.step, copy.deepcopy(trainer.model.state_dict()),
+                        copy.deepcopy(trainer.inner.state_dict()))
+        if time.perf_counter() - start >= 60 * minutes - 1:
+            break
     seconds = time.perf_counter() - start
+    trainer.selected_step = trainer.step
     print(f"  {name}: {trainer.step} steps in {seconds:.0f} s ({seconds / max(trainer.step, 1):.2f} s/step), "
           f"{loss_summary(trainer.history)}", flush=True)
+    if trainer.validation:
+        print(f"  {name}: held-out loss after adaptation " + ", ".join(
+            f"{v['loss']:.3e} (step {v['step']})" for v in trainer.validation), flush=True)
+        if best is None:
+            raise NonFiniteLossError(f"{name}: no finite held-out loss in meta-training.")
+        if best[1] != trainer.step:
+            trainer.model.load_state_dict(best[2])
+            trainer.inner.load_state_dict(best[3])
+            print(f"  {name}: kept the weights of step {best[1]} (lowest held-out loss)", flush=True)
+        trainer.selected_step = best[1]
     return seconds
