@@ -61,8 +61,8 @@ def train_for(trainer, minutes: float, name: str, validate_every: float | None =
 
     With ``validate_every`` (minutes), the adapted model's loss on fixed held-out episodes of the
     training tasks (:meth:`~deepinv_meta.MetaTrainer.evaluate`) is measured after each such chunk,
-    and the weights with the lowest one are kept: meta-learned step sizes can drift to the edge of
-    stability late in training, and a late blow-up must not replace a good model. The chosen step is
+    and the weights with the lowest one are kept: meta-training can leave the stable region late
+    (measured for MetaDIP), and a late blow-up must not replace a good model. The chosen step is
     ``trainer.selected_step`` and the validation curve ``trainer.validation``.
     """
     start = time.perf_counter()
@@ -88,7 +88,8 @@ def train_for(trainer, minutes: float, name: str, validate_every: float | None =
         print(f"  {name}: held-out loss after adaptation " + ", ".join(
             f"{v['loss']:.3e} (step {v['step']})" for v in trainer.validation), flush=True)
         if best is None:
-            raise NonFiniteLossError(f"{name}: no finite held-out loss in meta-training.")
+            raise NonFiniteLossError(f"{name}: no finite held-out loss in meta-training; lower the outer "
+                                     "learning rate (--set outer_lr=...).")
         if best[1] != trainer.step:
             trainer.model.load_state_dict(best[2])
             trainer.inner.load_state_dict(best[3])
