@@ -169,13 +169,17 @@ class PnPADMM(dinv.models.Reconstructor):
                     step *= 2
         return x.detach()
 
-    def forward(self, y, physics, **kwargs):
+    def forward(self, y, physics, callback=None, **kwargs):
+        """Run the iterations; ``callback(k, z_k)`` after iteration ``k`` (1-based) lets one run score
+        every shorter iteration count too (the first ``k`` iterations do not depend on the total)."""
         x0 = physics.A_dagger(y) if not self.complex_physics else physics.A_dagger(y).real
         z, u = x0.clamp(0, 1), torch.zeros_like(x0)
-        for _ in range(self.iterations):
+        for k in range(self.iterations):
             x = self._data_prox(z - u, y, physics)
             z = self.denoiser(x + u, self.sigma)
             u = u + x - z
+            if callback is not None:
+                callback(k + 1, z)
         return z
 
 

@@ -75,3 +75,28 @@ def test_complex_magnitude_checks_channels():
     assert torch.allclose(baselines.complex_magnitude(torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)), torch.tensor(5.0))
     with pytest.raises(ValueError, match="2 channels"):
         baselines.complex_magnitude(torch.zeros(1, 1, 4, 4))
+
+
+@pytest.mark.parametrize("phase_retrieval", [False, True])
+def test_pnp_admm_iterates_do_not_depend_on_the_total_count(phase_retrieval):
+    """The benchmark tunes PnP-ADMM's iteration count along one run (callback); that must equal separate runs."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 8, 8)
+    if phase_retrieval:
+        physics = dinv.physics.RandomPhaseRetrieval(m=128, img_size=(1, 8, 8), rng=torch.Generator().manual_seed(0))
+        y = physics(x.to(torch.complex64))
+    else:
+        physics = dinv.physics.Inpainting((1, 8, 8), mask=0.5, rng=torch.Generator().manual_seed(0))
+        y = physics(x)
+    denoiser = lambda v, sigma: torch.nn.functional.avg_pool2d(v, 3, 1, 1, count_include_pad=False)  # noqa: E731
+    path = {}
+    pnp = baselines.PnPADMM(denoiser, 0.1, 1.0, iterations=5, complex_physics=phase_retrieval)
+    torch.manual_seed(1)  # phase retrieval's A_dagger (spectral initialisation) draws random numbers
+    final = pnp(y, physics, callback=lambda k, z: path.__setitem__(k, z.clone()))
+    assert sorted(path) == [1, 2, 3, 4, 5]
+    torch.testing.assert_close(path[5], final, rtol=0, atol=0)
+    for k in (1, 3):
+        torch.manual_seed(1)
+        short = baselines.PnPADMM(denoiser, 0.1, 1.0, iterations=k, complex_physics=phase_retrieval)(y, physics)
+        torch.testing.assert_close(path[k], short, rtol=0, atol=0)
+    assert not torch.equal(path[1], path[5])
