@@ -21,6 +21,21 @@ def configure(base: dict, overrides: dict | None = None) -> dict:
     return cfg
 
 
+def per_model(value, name: str):
+    """A setting given per model (``{"MetaDIP": 1e-4, "MetaSIREN": 1e-3}``) or once for all (``1e-3``).
+
+    :Examples:
+
+    >>> per_model({"MetaDIP": 20.0, "MetaSIREN": 10.0}, "MetaDIP"), per_model(5.0, "MetaDIP")
+    (20.0, 5.0)
+    """
+    if isinstance(value, dict):
+        if name not in value:
+            raise KeyError(f"the setting {value!r} has no value for {name!r}; give one per model or a single value.")
+        return value[name]
+    return value
+
+
 def parse_setting(text: str) -> tuple[str, object]:
     """``"KEY=VALUE"`` -> ``(KEY, value)``, the value read as a Python literal (``10``, ``[1, 5]``, ``None``)
     or kept as a string.
