@@ -27,3 +27,16 @@ def test_quick_metadip_benchmark_writes_the_contract(tmp_path):
     for name in ("table.md", "convergence.png"):
         assert (tmp_path / name).stat().st_size > 0
     load(tmp_path / "metadip.pt")
+
+
+def test_problems_keep_the_stated_measurement_ratios():
+    """CS and phase retrieval take m/n measurements per pixel (PR: one matrix shared by the colour channels)."""
+    import torch
+
+    from deepinv_meta.benchmarks.metadip import QUICK, measure, problems
+
+    cfg = dict(QUICK, img_size=16, sigmas=[25], cs_ratios=[1 / 4], pr_ratios=[1 / 4, 1 / 8])
+    x = torch.rand(1, 3, 16, 16)
+    measured = {name: measure(physics, complex_physics, x)[0].numel() / x.numel()
+                for name, (physics, complex_physics) in problems(cfg, torch.device("cpu")).items()}
+    assert measured == {"denoising sigma=25": 1.0, "CS m/n=1/4": 1 / 4, "PR m/n=1/4": 1 / 4, "PR m/n=1/8": 1 / 8}
