@@ -65,7 +65,7 @@ FULL = dict(
 )
 QUICK = dict(
     FULL, img_size=32, siren_hidden=64, siren_layers=3, train_minutes=1.5, validate_every=0.5, train_faces=500,
-    outer_lr={"MetaDIP": 1e-3, "MetaSIREN": 1e-3},
+    outer_lr=1e-3,
     test_faces=2, test_patches=2, cs_ratios=[1 / 4], pr_ratios=[1 / 4], dip_iterations=[50, 300],
     pnp_sigma=[0.05, 0.1], pnp_gamma=[1.0], pnp_iterations=[10], curve_steps=100,
 )
