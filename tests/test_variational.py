@@ -14,7 +14,7 @@ from deepinv_meta.dynamics import lorenz96_field, sample_sequences, simulate
 from deepinv_meta.losses import VariationalLoss
 from deepinv_meta.models import (FSGD, AutoEncoderPrior, FixedPoint, LSTMSolver, ODEPrior, PCAPrior, TwoScaleCNN,
                                  VariationalCost, VariationalReconstructor)
-from deepinv_meta.physics import RandomHolesMaskGenerator, TimeSeriesMaskGenerator
+from deepinv_meta.physics import RandomHolesMaskGenerator, TimeSeriesMaskGenerator, interpolate_in_time
 
 SIZE = (1, 4, 4)
 
@@ -178,6 +178,40 @@ def test_bad_inputs_are_clear_errors():
         RandomHolesMaskGenerator((1, 8, 8), hole_size=9)
     with pytest.raises(ValueError, match="observed"):
         TimeSeriesMaskGenerator(3, 20, every=2, observed=4)
+    with pytest.raises(ValueError, match="init must be one of"):
+        VariationalReconstructor(VariationalCost(torch.nn.Identity()), FSGD(), init="zeros")
+    with pytest.raises(ValueError, match="needs a physics with a mask"):
+        VariationalReconstructor(VariationalCost(torch.nn.Identity()), FSGD(), init="interpolation")(
+            torch.rand(1, *SIZE), dinv.physics.Denoising())
+
+
+def test_interpolation_in_time_matches_numpy():
+    np = pytest.importorskip("numpy")
+    torch.manual_seed(0)
+    y = torch.randn(3, 5, 1, 30, dtype=torch.float64)
+    mask = TimeSeriesMaskGenerator(5, 30, every=4, observed=2).step(batch_size=3, seed=0)["mask"].double()
+    mask[1, 2] = 0  # a component never observed in this sample: filled with the sample's mean observation
+    x = interpolate_in_time(y * mask, mask)
+    for b, d in [(b, d) for b in range(3) for d in range(5)]:
+        seen = mask[b, d, 0].bool().numpy()
+        if seen.any():
+            t = np.arange(30)  # np.interp holds the end values constant, as interpolate_in_time does
+            expected = np.interp(t, t[seen], y[b, d, 0].numpy()[seen])
+        else:
+            expected = (y[b] * mask[b]).sum().item() / mask[b].sum().item()
+        np.testing.assert_allclose(x[b, d, 0].numpy(), expected, atol=1e-12)
+
+
+def test_interpolation_start_is_where_the_solver_begins():
+    mask = TimeSeriesMaskGenerator(3, 40, every=8).step(batch_size=2, seed=0)["mask"]
+    physics = dinv.physics.Inpainting((3, 1, 40), mask=mask)
+    x = sample_sequences(simulate("lorenz63", 400), count=2, length=40)
+    y = physics(x)
+    model = VariationalReconstructor(VariationalCost(ODEPrior("lorenz63")), FSGD(iterations=0), init="interpolation")
+    with torch.no_grad():
+        torch.testing.assert_close(model(y, physics), interpolate_in_time(y, mask))
+        zero_filled = VariationalReconstructor(model.cost, FSGD(iterations=0))(y, physics)
+    assert ((model(y, physics) - x) ** 2).mean() < 0.2 * ((zero_filled - x) ** 2).mean()
 
 
 def test_mask_generators():
@@ -243,5 +277,8 @@ def test_save_and_load_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(y, physics), model.eval()(y, physics))
     assert loaded.solver.iterations == 3 and loaded.cost.weights == pytest.approx(model.cost.weights)
+    assert loaded.init == "adjoint"
+    model.init = "interpolation"
+    assert load(save(model, tmp_path / "interpolation.pt")).init == "interpolation"
     with pytest.raises(TypeError, match="has no `config`"):
         save(VariationalReconstructor(VariationalCost(torch.nn.Identity()), FSGD()), tmp_path / "x.pt")

@@ -43,7 +43,7 @@ from ..models.variational import (FSGD, AutoEncoderPrior, FixedPoint, LSTMSolver
 from ..physics import RandomHolesMaskGenerator, TimeSeriesMaskGenerator
 from ..tasks import Task
 from .report import loss_summary, machine, markdown_table, write_results, write_table
-from .settings import configure
+from .settings import configure, per_model
 
 FULL = dict(
     mnist_train=8000, mnist_test=1000, pca_components=50, ae_latent=20, cnn_hidden=16, lstm_hidden=5,
@@ -54,7 +54,8 @@ FULL = dict(
     lorenz63=dict(steps=20000, train_sequences=2000, test_sequences=200, every=8, observed=None, noise_variance=2.0),
     lorenz96=dict(steps=10000, train_sequences=1000, test_sequences=128, every=4, observed=20, noise_variance=2.0),
     sequence_length=200, lorenz_lstm_hidden=20, lorenz_cnn_hidden=30, lorenz_fsgd_iterations=3000,
-    lorenz_tune_samples=16, lorenz_lr=1e-2,
+    lorenz_tune_samples=16, lorenz_init="interpolation", lorenz_lr={"lorenz63": 1e-2, "lorenz96": 1e-3},
+    lorenz_train_minutes=2.0,
 )
 QUICK = dict(
     FULL, mnist_train=2000, mnist_test=200, train_minutes=0.4, main_train_minutes=0.8, ae_pretrain_steps=300,
@@ -108,7 +109,8 @@ class _Diverged(Exception):
     """Raised from the FSGD callback to stop a pathway whose error blew up."""
 
 
-def tune_fsgd(cost_for, physics, generator, x_tune, cfg_iterations: int, stepsizes, weights, variance, seed: int):
+def tune_fsgd(cost_for, physics, generator, x_tune, cfg_iterations: int, stepsizes, weights, variance, seed: int,
+              init: str = "adjoint"):
     """Grid over step size and :math:`\\lambda_2/\\lambda_1` (``cost_for(weight)``); best R-score along each pathway on ``x_tune``.
 
     A pathway is cut as soon as its error is non-finite or 100 times its starting value (a step size
@@ -116,9 +118,11 @@ def tune_fsgd(cost_for, physics, generator, x_tune, cfg_iterations: int, stepsiz
     """
     y, mask = observe(physics, generator, x_tune, seed)
     best = {"r_score": math.inf}
-    start = ((physics.A_adjoint(y) - x_tune) ** 2).mean().item() / variance
+    start = None
     for stepsize, weight in itertools.product(stepsizes, weights):
-        cost = cost_for(weight)
+        model = VariationalReconstructor(cost_for(weight), FSGD(cfg_iterations, stepsize), init).eval()
+        if start is None:
+            start = ((model.starting_point(y, physics) - x_tune) ** 2).mean().item() / variance
         pathway = []
 
         def record(k, x):
@@ -129,7 +133,7 @@ def tune_fsgd(cost_for, physics, generator, x_tune, cfg_iterations: int, stepsiz
         physics.update(mask=mask)
         try:
             with torch.no_grad():
-                VariationalReconstructor(cost, FSGD(cfg_iterations, stepsize)).eval()(y, physics, callback=record)
+                model(y, physics, callback=record)
         except (_Diverged, NonFiniteLossError):
             pass
         finite = [(r, k + 1) for k, r in enumerate(pathway) if math.isfinite(r)]
@@ -158,8 +162,8 @@ def energy_pathway(model, y, physics, x) -> dict:
 class Experiment:
     """Shared state of one dataset: data, physics, training task and test measurements."""
 
-    def __init__(self, name, x_train, x_test, physics, generator, cfg, device, seed):
-        self.name, self.cfg, self.device, self.seed = name, cfg, device, seed
+    def __init__(self, name, x_train, x_test, physics, generator, cfg, device, seed, init="adjoint"):
+        self.name, self.cfg, self.device, self.seed, self.init = name, cfg, device, seed, init
         self.x_train, self.x_test = x_train.to(device), x_test.to(device)
         self.variance = self.x_train.var().item()
         self.physics, self.generator = physics.to(device), generator
@@ -201,9 +205,9 @@ class Experiment:
         else:
             cost_for, weights = (lambda w: learned_cost), [learned_cost.weights[1] / learned_cost.weights[0]]
         best = tune_fsgd(cost_for, self.physics, self.generator, tune, iterations, cfg["fsgd_stepsizes"],
-                         weights, self.variance, seed=self.seed)
+                         weights, self.variance, seed=self.seed, init=self.init)
         log(f"  {self.name:10s} {method:34s} tuned on {len(tune)} training samples: {best}")
-        model = VariationalReconstructor(cost_for(best["lambda_prior"]), FSGD(best["iterations"], best["stepsize"]))
+        model = VariationalReconstructor(cost_for(best["lambda_prior"]), FSGD(best["iterations"], best["stepsize"]), self.init)
         self.models[method] = model
         return self.evaluate(method, model, prior, fsgd=best)
 
@@ -287,7 +291,7 @@ def lorenz_experiment(system: str, cfg, device, seed) -> Experiment:
     physics = dinv.physics.Inpainting(size, mask=torch.ones(size), device=device,
                                       noise_model=dinv.physics.GaussianNoise(noise, rng=torch.Generator(device)))
     generator = TimeSeriesMaskGenerator(dim, length, every=spec["every"], observed=spec["observed"], device=device)
-    exp = Experiment(system, x_train, x_test, physics, generator, cfg, device, seed)
+    exp = Experiment(system, x_train, x_test, physics, generator, cfg, device, seed, init=cfg["lorenz_init"])
     exp.normalisation = (offset, scale)
     return exp
 
@@ -296,15 +300,16 @@ def run_lorenz(exp: Experiment, cfg) -> None:
     system, dim = exp.name, SYSTEMS[exp.name][0]
     offset, scale = exp.normalisation
     ode = ODEPrior(system, offset=offset, scale=scale)
+    lr, minutes = per_model(cfg["lorenz_lr"], system), per_model(cfg["lorenz_train_minutes"], system)
     fsgd = exp.fsgd("RK4 + FSGD", ode, cfg["lorenz_fsgd_iterations"], samples=cfg["lorenz_tune_samples"])
     solver = LSTMSolver(dim, cfg["lorenz_lstm_hidden"], kernel_size=(1, 3))
-    model = VariationalReconstructor(VariationalCost(ode, 1.0, fsgd["fsgd"]["lambda_prior"]), solver)
-    exp.evaluate("RK4 + LSTM-S", model, ode, **exp.train("RK4 + LSTM-S", model, joint=False, lr=cfg["lorenz_lr"]))
+    model = VariationalReconstructor(VariationalCost(ode, 1.0, fsgd["fsgd"]["lambda_prior"]), solver, exp.init)
+    exp.evaluate("RK4 + LSTM-S", model, ode, **exp.train("RK4 + LSTM-S", model, joint=False, lr=lr, minutes=minutes))
     cnn = TwoScaleCNN(dim, cfg["lorenz_cnn_hidden"], kernel_size=(1, 3), scale=(1, 4))
     solver = LSTMSolver(dim, cfg["lorenz_lstm_hidden"], kernel_size=(1, 3))
-    model = VariationalReconstructor(VariationalCost(cnn, learn_weights=True), solver)
+    model = VariationalReconstructor(VariationalCost(cnn, learn_weights=True), solver, exp.init)
     exp.evaluate("2S-CNN + LSTM-S (joint)", model, cnn,
-                 **exp.train("2S-CNN + LSTM-S (joint)", model, joint=True, lr=cfg["lorenz_lr"]))
+                 **exp.train("2S-CNN + LSTM-S (joint)", model, joint=True, lr=lr, minutes=minutes))
 
 
 # ---------------------------------------------------------------------------------------- entry point

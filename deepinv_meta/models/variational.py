@@ -37,6 +37,7 @@ from torch import nn
 
 from ..bilevel.inner import check_finite
 from ..dynamics import SYSTEMS, rk4_step, vector_field
+from ..physics import interpolate_in_time
 
 
 def _pair(value) -> tuple[int, int]:
@@ -394,13 +395,18 @@ class LSTMSolver(nn.Module):
 class VariationalReconstructor(dinv.models.Reconstructor):
     r"""A variational cost and a solver as one deepinv reconstructor: ``model(y, physics)``.
 
-    The solver starts from the zero-filled :math:`x_0 = A^\top y`. In training mode with gradients
+    The solver starts from the zero-filled :math:`x_0 = A^\top y` (``init="adjoint"``) or, for time
+    series observed through a mask, from the observations interpolated linearly in time
+    (``init="interpolation"``, :func:`deepinv_meta.physics.interpolate_in_time`, as the paper's Lorenz
+    experiments). In training mode with gradients
     enabled the solver's iterations are differentiated (end-to-end training, eq. 5); otherwise
     (``eval()``, ``torch.no_grad()``, ``deepinv.test``) the cost gradients are still computed,
     with gradients enabled internally, and the result is detached.
 
     :param VariationalCost cost: :math:`U_\Phi`.
     :param torch.nn.Module solver: :class:`FSGD`, :class:`FixedPoint` or :class:`LSTMSolver`.
+    :param str init: the solver's starting point, ``"adjoint"`` or ``"interpolation"`` (needs a
+        :class:`deepinv.physics.Inpainting` physics).
 
     :Examples:
 
@@ -414,12 +420,17 @@ class VariationalReconstructor(dinv.models.Reconstructor):
     (torch.Size([2, 1, 8, 8]), False)
     """
 
-    def __init__(self, cost: VariationalCost, solver: nn.Module):
+    INITS = ("adjoint", "interpolation")
+
+    def __init__(self, cost: VariationalCost, solver: nn.Module, init: str = "adjoint"):
         super().__init__()
         if not isinstance(cost, VariationalCost):
             raise TypeError(f"cost must be a VariationalCost, got {type(cost).__name__}.")
+        if init not in self.INITS:
+            raise ValueError(f"init must be one of {self.INITS}, got {init!r}.")
         self.cost = cost
         self.solver = solver
+        self.init = init
 
     @property
     def prior(self) -> nn.Module:
@@ -437,21 +448,30 @@ class VariationalReconstructor(dinv.models.Reconstructor):
             "prior": [type(self.cost.prior).__name__, self.cost.prior.config],
             "solver": [type(self.solver).__name__, self.solver.config],
             "lambda_data": lam[0], "lambda_prior": lam[1], "learn_weights": self.cost.learn_weights,
+            "init": self.init,
         }
 
     @classmethod
-    def from_config(cls, prior, solver, lambda_data, lambda_prior, learn_weights) -> "VariationalReconstructor":
+    def from_config(cls, prior, solver, lambda_data, lambda_prior, learn_weights, init="adjoint") -> "VariationalReconstructor":
         """Rebuild from :attr:`config` (weights are then loaded from the state dict)."""
         build = lambda spec: COMPONENTS[spec[0]](**spec[1])  # noqa: E731
-        return cls(VariationalCost(build(prior), lambda_data, lambda_prior, learn_weights), build(solver))
+        return cls(VariationalCost(build(prior), lambda_data, lambda_prior, learn_weights), build(solver), init)
+
+    def starting_point(self, y: torch.Tensor, physics) -> torch.Tensor:
+        """:math:`x_0`: :math:`A^\\top y`, or the observations interpolated in time."""
+        if self.init == "adjoint":
+            return physics.A_adjoint(y)
+        if not isinstance(physics, dinv.physics.Inpainting):  # other decomposable physics' masks are spectral
+            raise ValueError(f"init='interpolation' needs a physics with a mask of observed entries "
+                             f"(deepinv.physics.Inpainting), got {type(physics).__name__}. Use init='adjoint'.")
+        return interpolate_in_time(y, physics.mask)
 
     def forward(self, y: torch.Tensor, physics, callback=None, **kwargs) -> torch.Tensor:
         r"""Reconstruct from ``y``; ``callback(k, x)`` is called after each solver step (energy pathways)."""
         if not isinstance(physics, dinv.physics.Physics):
             raise TypeError(f"physics must be a deepinv.physics.Physics, got {type(physics).__name__}.")
         track = self.training and torch.is_grad_enabled()
-        x0 = physics.A_adjoint(y)
-        x = self.solver(self.cost, y, physics, x0, callback=callback, track=track)
+        x = self.solver(self.cost, y, physics, self.starting_point(y, physics), callback=callback, track=track)
         check_finite(x, f"output of {type(self.solver).__name__}")
         return x if track else x.detach()
 
