@@ -128,6 +128,19 @@ def test_end_to_end_training_reduces_the_loss_and_freezes_a_fixed_prior():
     assert all(p.requires_grad for p in model.solver.parameters())
 
 
+def test_end_to_end_training_keeps_the_weights_with_the_lowest_held_out_loss():
+    task = tiny_task()
+    prior = PCAPrior((1, 8, 8), components=6).fit(task.train_data)
+    model = VariationalReconstructor(VariationalCost(prior), LSTMSolver(1, 4))
+    # lr 1.0 makes the loss jump up and down in the last phase (measured: best at its first check)
+    trainer = train_end_to_end(model, [task], steps=40, iterations=(2, 4), batch_size=8, lr=1.0, joint=False,
+                               progress=False, device="cpu", validations=4)
+    losses = {v["step"]: v["loss"] for v in trainer.validation}
+    assert list(losses) == [25, 30, 35, 40]  # the last phase (4 iterations, steps 21-40) in 4 chunks
+    assert trainer.selected_step == min(losses, key=losses.get) < trainer.step
+    assert trainer.evaluate()["holes"]["meta"] == pytest.approx(losses[trainer.selected_step])
+
+
 def test_joint_training_halves_the_prior_learning_rate():
     task = tiny_task()
     model = VariationalReconstructor(VariationalCost(TwoScaleCNN(1, hidden=2), learn_weights=True), LSTMSolver(1, 2))
