@@ -1,5 +1,6 @@
 """MetaTrainer: checkpoint/resume, non-finite guards, configuration errors, and a real training run."""
 
+import math
 import os
 import subprocess
 import sys
@@ -180,3 +181,11 @@ def test_train_for_keeps_the_weights_with_the_lowest_held_out_loss(small_tasks):
     assert trainer.selected_step == snapshots[1][0]
     for name, value in trainer.model.state_dict().items():
         torch.testing.assert_close(value, snapshots[1][1][name], rtol=0, atol=0)
+
+
+def test_restore_best_needs_a_finite_validation_loss(small_tasks):
+    trainer = make_trainer(small_tasks)
+    trainer.evaluate = lambda: {"denoising": {"adapted": float("nan")}}
+    assert math.isnan(trainer.validate()) and [v["step"] for v in trainer.validation] == [0]
+    with pytest.raises(NonFiniteLossError, match="no finite validation loss"):
+        trainer.restore_best()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -60,24 +58,18 @@ def train_for(trainer, minutes: float, name: str, validate_every: float | None =
     """Run ``trainer`` for ``minutes`` of wall time, print steps, speed and losses; return the seconds spent.
 
     With ``validate_every`` (minutes), the adapted model's loss on fixed held-out episodes of the
-    training tasks (:meth:`~deepinv_meta.MetaTrainer.evaluate`) is measured after each such chunk,
+    training tasks (:meth:`~deepinv_meta.MetaTrainer.validate`) is measured after each such chunk,
     and the weights with the lowest one are kept: meta-training can leave the stable region late
     (measured for MetaDIP), and a late blow-up must not replace a good model. The chosen step is
     ``trainer.selected_step`` and the validation curve ``trainer.validation``.
     """
     start = time.perf_counter()
     chunk = 60 * (validate_every or minutes)
-    trainer.validation, best = [], None
     while True:
         left = 60 * minutes - (time.perf_counter() - start)
         trainer.train(steps=10**7, max_time=min(chunk, left))
         if validate_every is not None:
-            scores = trainer.evaluate()
-            loss = sum(s["adapted"] for s in scores.values()) / len(scores)
-            trainer.validation.append({"step": trainer.step, "loss": loss})
-            if math.isfinite(loss) and (best is None or loss < best[0]):
-                best = (loss, trainer.step, copy.deepcopy(trainer.model.state_dict()),
-                        copy.deepcopy(trainer.inner.state_dict()))
+            trainer.validate()
         if time.perf_counter() - start >= 60 * minutes - 1:
             break
     seconds = time.perf_counter() - start
@@ -87,12 +79,11 @@ def train_for(trainer, minutes: float, name: str, validate_every: float | None =
     if trainer.validation:
         print(f"  {name}: held-out loss after adaptation " + ", ".join(
             f"{v['loss']:.3e} (step {v['step']})" for v in trainer.validation), flush=True)
-        if best is None:
+        try:
+            trainer.selected_step = trainer.restore_best()
+        except NonFiniteLossError as error:
             raise NonFiniteLossError(f"{name}: no finite held-out loss in meta-training; lower the outer "
-                                     "learning rate (--set outer_lr=...).")
-        if best[1] != trainer.step:
-            trainer.model.load_state_dict(best[2])
-            trainer.inner.load_state_dict(best[3])
-            print(f"  {name}: kept the weights of step {best[1]} (lowest held-out loss)", flush=True)
-        trainer.selected_step = best[1]
+                                     "learning rate (--set outer_lr=...).") from error
+        if trainer.selected_step != trainer.step:
+            print(f"  {name}: kept the weights of step {trainer.selected_step} (lowest held-out loss)", flush=True)
     return seconds

@@ -13,8 +13,6 @@ NaN guards, atomic checkpoints, resume and progress bar.
 
 from __future__ import annotations
 
-import copy
-import math
 import time
 
 import torch
@@ -66,7 +64,7 @@ def train_end_to_end(
     :param float max_time: time budget in seconds, split evenly over the schedule (then ``steps``
         is only an upper bound).
     :param int validations: if > 0, the last phase (the final iteration count) is cut into this many
-        chunks; after each, the loss on fixed episodes of the tasks (:meth:`~deepinv_meta.MetaTrainer.evaluate`)
+        chunks; after each, the loss on fixed episodes of the tasks (:meth:`~deepinv_meta.MetaTrainer.validate`)
         is measured and the weights with the lowest one are kept at the end (``trainer.validation``,
         ``trainer.selected_step``): a late blow-up of the loss (measured for a 2S-CNN prior on
         Lorenz-63 with lr 1e-2) must not replace a good model.
@@ -93,7 +91,6 @@ def train_end_to_end(
         batch_size=batch_size, device=device, seed=seed, checkpoint=checkpoint, progress=progress,
     )
     schedule = iteration_schedule(*iterations) if iterations is not None else [None]
-    trainer.validation, best = [], None
     for phase, count in enumerate(schedule):
         if count is not None:
             model.solver.iterations = count
@@ -108,15 +105,8 @@ def train_end_to_end(
                 trainer.train(steps=first_step + steps // len(schedule) * chunk // chunks,
                               max_time=max_time / len(schedule) / chunks)
             if last and validations:
-                scores = trainer.evaluate()
-                loss = sum(s["meta"] for s in scores.values()) / len(scores)
-                trainer.validation.append({"step": trainer.step, "loss": loss})
-                if math.isfinite(loss) and (best is None or loss < best[0]):
-                    best = (loss, trainer.step, copy.deepcopy(model.state_dict()))
-    trainer.selected_step = trainer.step
-    if best is not None and best[1] != trainer.step:
-        model.load_state_dict(best[2])
-        trainer.selected_step = best[1]
+                trainer.validate()
+    trainer.selected_step = trainer.restore_best() if validations else trainer.step
     return trainer
 
 

@@ -9,6 +9,7 @@ r"""MetaTrainer: the outer loop of the bilevel problem (Terris & Moreau, eq. 2).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -151,6 +152,8 @@ class MetaTrainer:
         self.progress = progress
         self.step = 0
         self.history: list[dict] = []
+        self.validation: list[dict] = []  # {"step", "loss"} per call of validate()
+        self._best = None  # (loss, step, model state, inner state) of the lowest validation loss
         self._consecutive_skips = 0
         if self.checkpoint is not None and resume and self.checkpoint.is_file():
             self.load(self.checkpoint)
@@ -316,6 +319,33 @@ class MetaTrainer:
         if self.checkpoint is not None:
             self.save(self.checkpoint)
         return self.history
+
+    def validate(self) -> float:
+        """Mean adapted loss over the tasks on the fixed held-out episodes of :meth:`evaluate`.
+
+        It is appended to ``self.validation`` and the weights with the lowest finite value are kept
+        aside, so that :meth:`restore_best` can undo a late blow-up of training.
+        """
+        scores = self.evaluate()
+        loss = sum(s["adapted"] for s in scores.values()) / len(scores)
+        self.validation.append({"step": self.step, "loss": loss})
+        if math.isfinite(loss) and (self._best is None or loss < self._best[0]):
+            self._best = (loss, self.step, copy.deepcopy(self.model.state_dict()),
+                          copy.deepcopy(self.inner.state_dict()))
+        return loss
+
+    def restore_best(self) -> int:
+        """Load the weights of the lowest :meth:`validate` loss (if not the current ones); return their step.
+
+        :raises NonFiniteLossError: if no validation loss was finite.
+        """
+        if self._best is None:
+            raise NonFiniteLossError("no finite validation loss was measured; lower the learning rate.")
+        loss, step, model_state, inner_state = self._best
+        if step != self.step:
+            self.model.load_state_dict(model_state)
+            self.inner.load_state_dict(inner_state)
+        return step
 
     @torch.no_grad()
     def evaluate(self, episodes: int = 2, seed: int = 10**9, metric=None) -> dict:
