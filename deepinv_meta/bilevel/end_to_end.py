@@ -48,6 +48,7 @@ def train_end_to_end(
     checkpoint=None,
     progress: bool = True,
     validations: int = 0,
+    grad_clip: float | None = None,
 ) -> MetaTrainer:
     r"""Train a :class:`~deepinv_meta.models.variational.VariationalReconstructor` end to end.
 
@@ -68,6 +69,7 @@ def train_end_to_end(
         is measured and the weights with the lowest one are kept at the end (``trainer.validation``,
         ``trainer.selected_step``): a late blow-up of the loss (measured for a 2S-CNN prior on
         Lorenz-63 with lr 1e-2) must not replace a good model.
+    :param float grad_clip: clip the gradient norm (see :class:`~deepinv_meta.MetaTrainer`).
     :return: the :class:`~deepinv_meta.MetaTrainer` (``.history``, ``.step``).
 
     :Examples:
@@ -89,6 +91,7 @@ def train_end_to_end(
         model, tasks, inner_steps=0, outer_loss=VariationalLoss(model.cost.prior, nu), outer_lr=lr,
         lr_scales={"cost.prior.": prior_lr_scale} if trainable_prior and prior_lr_scale != 1 else None,
         batch_size=batch_size, device=device, seed=seed, checkpoint=checkpoint, progress=progress,
+        grad_clip=grad_clip,
     )
     schedule = iteration_schedule(*iterations) if iterations is not None else [None]
     for phase, count in enumerate(schedule):

@@ -239,8 +239,8 @@ class MetaTrainer:
             self._check_gradients()
             for group in self.optimizer.param_groups:
                 group["lr"] = self.current_outer_lr() * group["lr_scale"]
-            if self.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.meta_params, self.grad_clip)
+            if self.grad_clip is not None:  # the norm before clipping is recorded (inf: measure only)
+                record["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.meta_params, self.grad_clip).item()
             self._guarded_update()
         except NonFiniteLossError as error:
             self._skip(record, error)
