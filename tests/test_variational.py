@@ -1,5 +1,6 @@
 """Learned variational costs and solvers (Fablet, Drumetz & Rousseau)."""
 
+import itertools
 import math
 import os
 from pathlib import Path
@@ -206,7 +207,7 @@ def test_interpolation_in_time_matches_numpy():
     mask = TimeSeriesMaskGenerator(5, 30, every=4, observed=2).step(batch_size=3, seed=0)["mask"].double()
     mask[1, 2] = 0  # a component never observed in this sample: filled with the sample's mean observation
     x = interpolate_in_time(y * mask, mask)
-    for b, d in [(b, d) for b in range(3) for d in range(5)]:
+    for b, d in itertools.product(range(3), range(5)):
         seen = mask[b, d, 0].bool().numpy()
         if seen.any():
             t = np.arange(30)  # np.interp holds the end values constant, as interpolate_in_time does
