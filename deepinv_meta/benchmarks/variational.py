@@ -125,11 +125,10 @@ def tune_fsgd(cost_for, physics, generator, x_tune, cfg_iterations: int, stepsiz
     """
     y, mask = observe(physics, generator, x_tune, seed)
     best = {"r_score": math.inf}
-    start = None
+    x0 = VariationalReconstructor(cost_for(weights[0]), FSGD(0), init).starting_point(y, physics)
+    start = ((x0 - x_tune) ** 2).mean().item() / variance
     for stepsize, weight in itertools.product(stepsizes, weights):
         model = VariationalReconstructor(cost_for(weight), FSGD(cfg_iterations, stepsize), init).eval()
-        if start is None:
-            start = ((model.starting_point(y, physics) - x_tune) ** 2).mean().item() / variance
         pathway = []
 
         def record(k, x):

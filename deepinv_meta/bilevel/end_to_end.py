@@ -97,17 +97,16 @@ def train_end_to_end(
     for phase, count in enumerate(schedule):
         if count is not None:
             model.solver.iterations = count
-        last = phase == len(schedule) - 1
-        chunks = max(validations, 1) if last else 1
-        first_step = trainer.step
+        validate = validations > 0 and phase == len(schedule) - 1
+        chunks = validations if validate else 1
+        if max_time is None:
+            begin, end = steps * phase // len(schedule), steps * (phase + 1) // len(schedule)
+        else:  # a timed phase may stop early: count from where it starts
+            begin, end = trainer.step, trainer.step + steps // len(schedule)
         for chunk in range(1, chunks + 1):
-            if max_time is None:
-                begin, end = steps * phase // len(schedule), steps * (phase + 1) // len(schedule)
-                trainer.train(steps=begin + (end - begin) * chunk // chunks)
-            else:
-                trainer.train(steps=first_step + steps // len(schedule) * chunk // chunks,
-                              max_time=max_time / len(schedule) / chunks)
-            if last and validations:
+            trainer.train(steps=begin + (end - begin) * chunk // chunks,
+                          max_time=None if max_time is None else max_time / len(schedule) / chunks)
+            if validate:
                 trainer.validate()
     trainer.selected_step = trainer.restore_best() if validations else trainer.step
     return trainer
