@@ -191,6 +191,8 @@ def test_train_for_keeps_the_weights_with_the_lowest_held_out_loss(small_tasks, 
     assert trainer.selected_step == snapshots[1][0]
     for name, value in trainer.model.state_dict().items():
         torch.testing.assert_close(value, snapshots[1][1][name], rtol=0, atol=0)
+    trainer.outer_step()  # training on from the restored weights: the model holds the newest step again
+    assert trainer.selected_step == trainer.step
 
 
 def test_restore_best_needs_a_finite_validation_loss(small_tasks):

@@ -73,14 +73,13 @@ def train_for(trainer, minutes: float, name: str, validate_every: float | None =
         if time.perf_counter() - start >= 60 * minutes - 1:
             break
     seconds = time.perf_counter() - start
-    trainer.selected_step = trainer.step
     print(f"  {name}: {trainer.step} steps in {seconds:.0f} s ({seconds / max(trainer.step, 1):.2f} s/step), "
           f"{loss_summary(trainer.history)}", flush=True)
     if trainer.validation:
         print(f"  {name}: held-out loss after adaptation " + ", ".join(
             f"{v['loss']:.3e} (step {v['step']})" for v in trainer.validation), flush=True)
         try:
-            trainer.selected_step = trainer.restore_best()
+            trainer.restore_best()
         except NonFiniteLossError as error:
             raise NonFiniteLossError(f"{name}: no finite held-out loss in meta-training; lower the outer "
                                      "learning rate (--set outer_lr=...).") from error

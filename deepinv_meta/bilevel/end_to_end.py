@@ -108,7 +108,8 @@ def train_end_to_end(
                           max_time=None if max_time is None else max_time / len(schedule) / chunks)
             if validate:
                 trainer.validate()
-    trainer.selected_step = trainer.restore_best() if validations else trainer.step
+    if validations:
+        trainer.restore_best()
     return trainer
 
 

@@ -154,6 +154,7 @@ class MetaTrainer:
         self.history: list[dict] = []
         self.validation: list[dict] = []  # {"step", "loss"} per call of validate()
         self._best = None  # (loss, step, model state, inner state) of the lowest validation loss
+        self._restored_step = None  # the step restore_best() went back to, until the next outer step
         self._consecutive_skips = 0
         if self.checkpoint is not None and resume and self.checkpoint.is_file():
             self.load(self.checkpoint)
@@ -249,6 +250,7 @@ class MetaTrainer:
             record["skipped"] = False
             record["outer_loss"] = sum(record["tasks"].values()) / len(self.tasks)
         self.step += 1
+        self._restored_step = None
         record["time_s"] = time.perf_counter() - start
         if self.inner.learn_lr:
             record["inner_lrs"] = self.inner.step_lrs()
@@ -345,7 +347,13 @@ class MetaTrainer:
         if step != self.step:
             self.model.load_state_dict(model_state)
             self.inner.load_state_dict(inner_state)
+        self._restored_step = step
         return step
+
+    @property
+    def selected_step(self) -> int:
+        """The outer step whose weights the model holds: the last one, or the one :meth:`restore_best` loaded."""
+        return self.step if self._restored_step is None else self._restored_step
 
     @torch.no_grad()
     def evaluate(self, episodes: int = 2, seed: int = 10**9, metric=None) -> dict:
