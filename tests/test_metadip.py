@@ -108,3 +108,26 @@ def test_fidelity_is_normalised_by_its_curvature_relative_to_denoising():
     assert model.fidelity_scale(cs(x), cs) == pytest.approx(4 * norm, rel=0.05)
     model.normalize_fidelity = False
     assert model.fidelity_scale(cs(x), cs) == 1.0
+
+
+@pytest.mark.parametrize("optimizer, learn_lr", [("adam", True), ("sgd", "per_parameter")])
+def test_inner_optimizer_options_meta_train_and_round_trip(tmp_path, optimizer, learn_lr):
+    """Adam inner steps (no momentum learned) and Meta-SGD rates (one per weight and step) both get meta-gradients."""
+    torch.manual_seed(0)
+    physics = denoising(0.1)
+    images = torch.rand(4, 1, 16, 16)
+    model = MetaDIP((1, 16, 16), steps=3, train_steps=2, optimizer=optimizer, learn_lr=learn_lr,
+                    lr=1e-2 if optimizer == "adam" else 1.0, **SMALL)
+    assert model.inner.optimizer == optimizer and model.inner.learn_lr == ("per_step" if learn_lr is True else learn_lr)
+    assert hasattr(model.inner, "momentum_logit") == (optimizer == "sgd")
+    rates = [p.detach().clone() for p in model.inner.parameters()]
+    trainer = MetaTrainer(model, [Task("denoising", physics, images[:2], images[2:])], inner_steps=0,
+                          outer_lr=1e-3, batch_size=1, progress=False, device="cpu")
+    trainer.train(steps=1)
+    assert all(not torch.equal(p, q) for p, q in zip(model.inner.parameters(), rates))
+    model.eval()
+    restored = load(save(model, tmp_path / "metadip.pt")).eval()
+    assert restored.inner.optimizer == optimizer and restored.inner.learn_lr == model.inner.learn_lr
+    y = physics(images[:1])
+    with torch.no_grad():
+        torch.testing.assert_close(model(y, physics), restored(y, physics))

@@ -114,6 +114,10 @@ class MetaDIP(TestTimeOptimizer):
     :param int fourier_features: number of Fourier frequencies (the input has twice as many channels).
     :param bool complex_physics: cast the image to complex before the physics.
     :param int seed: seed of the fixed latent code and Fourier matrix.
+    :param str optimizer: inner optimizer, ``"sgd"`` (the paper: SGD with learned per-step momentum) or
+        ``"adam"`` (``lr`` is then Adam's step size, e.g. 1e-2, and no momentum is learned).
+    :param bool, str learn_lr: ``True`` (one learned rate per step, the paper) or ``"per_parameter"``
+        (Meta-SGD: one per weight and step) or ``False``; see :class:`~deepinv_meta.bilevel.InnerLoop`.
 
     :Examples:
 
@@ -128,7 +132,7 @@ class MetaDIP(TestTimeOptimizer):
     def __init__(self, img_size, steps: int = 50, train_steps: int = 20, lr: float = 1.0, momentum: float = 0.9,
                  tv_weight: float = 1e-3, channels=(32, 64, 128), latent_channels: int = 8,
                  fourier_features: int = 16, complex_physics: bool = False, seed: int = 0,
-                 normalize_fidelity: bool = True):
+                 normalize_fidelity: bool = True, optimizer: str = "sgd", learn_lr: bool | str = True):
         channels_out, height, width = img_size
         factor = 2 ** (len(channels) - 1)
         if height % factor or width % factor:
@@ -142,8 +146,10 @@ class MetaDIP(TestTimeOptimizer):
             raise ValueError(f"tv_weight must be >= 0, got {tv_weight!r}.")
         fourier = FourierFeatures(latent_channels, fourier_features, seed=seed)
         net = EncoderDecoder(fourier.out_channels, channels_out, tuple(channels))
-        inner = InnerLoop(steps=train_steps, lr=lr, optimizer="sgd", learn_lr=True, learn_momentum=True,
-                          repeat_last=True, optimizer_kwargs={"momentum": momentum})
+        sgd = optimizer == "sgd"
+        inner = InnerLoop(steps=train_steps, lr=lr, optimizer=optimizer, learn_lr=learn_lr, learn_momentum=sgd,
+                          parameters=list(net.parameters()) if learn_lr == "per_parameter" else None,
+                          repeat_last=True, optimizer_kwargs={"momentum": momentum} if sgd else None)
         super().__init__(net, inner, img_size, complex_physics=complex_physics)
         self.steps = steps
         self.tv_weight = tv_weight
@@ -154,7 +160,7 @@ class MetaDIP(TestTimeOptimizer):
         self.config = dict(img_size=tuple(img_size), steps=steps, train_steps=train_steps, lr=lr, momentum=momentum,
                            tv_weight=tv_weight, channels=tuple(channels), latent_channels=latent_channels,
                            fourier_features=fourier_features, complex_physics=complex_physics, seed=seed,
-                           normalize_fidelity=normalize_fidelity)
+                           normalize_fidelity=normalize_fidelity, optimizer=optimizer, learn_lr=learn_lr)
 
     def generate(self, net, y: torch.Tensor, physics) -> torch.Tensor:
         return net(self.fourier(self.z))
