@@ -140,13 +140,17 @@ class PnPADMM(dinv.models.Reconstructor):
     :param float sigma: denoiser strength. :param float gamma: ADMM penalty (data step size).
     :param int iterations: ADMM iterations.
     :param bool complex_physics: cast images to complex before the physics (phase retrieval).
+    :param Callable init: first iterate ``init(y, physics)``. Default: :math:`A^\dagger y` for a real
+        physics; mid-grey for phase retrieval (``complex_physics``), whose ``A_dagger`` is a spectral
+        estimate of arbitrary sign and scale (measured: 4 dB on 32×32 faces, and PnP from it ends at
+        10 dB at m/n = 1/8 where mid-grey gives 18-20 dB).
     """
 
     def __init__(self, denoiser, sigma: float, gamma: float, iterations: int = 20, data_steps: int = 10,
-                 complex_physics: bool = False):
+                 complex_physics: bool = False, init=None):
         super().__init__()
         self.denoiser, self.sigma, self.gamma, self.iterations = denoiser, sigma, gamma, iterations
-        self.data_steps, self.complex_physics = data_steps, complex_physics
+        self.data_steps, self.complex_physics, self.init = data_steps, complex_physics, init
 
     def _data_prox(self, v, y, physics):
         if isinstance(physics, dinv.physics.LinearPhysics) and not self.complex_physics:
@@ -172,7 +176,12 @@ class PnPADMM(dinv.models.Reconstructor):
     def forward(self, y, physics, callback=None, **kwargs):
         """Run the iterations; ``callback(k, z_k)`` after iteration ``k`` (1-based) lets one run score
         every shorter iteration count too (the first ``k`` iterations do not depend on the total)."""
-        x0 = physics.A_dagger(y) if not self.complex_physics else physics.A_dagger(y).real
+        if self.init is not None:
+            x0 = self.init(y, physics)
+        elif self.complex_physics:
+            x0 = torch.full_like(physics.A_adjoint(y).real, 0.5)
+        else:
+            x0 = physics.A_dagger(y)
         z, u = x0.clamp(0, 1), torch.zeros_like(x0)
         for k in range(self.iterations):
             x = self._data_prox(z - u, y, physics)

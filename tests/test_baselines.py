@@ -100,3 +100,21 @@ def test_pnp_admm_iterates_do_not_depend_on_the_total_count(phase_retrieval):
         short = baselines.PnPADMM(denoiser, 0.1, 1.0, iterations=k, complex_physics=phase_retrieval)(y, physics)
         torch.testing.assert_close(path[k], short, rtol=0, atol=0)
     assert not torch.equal(path[1], path[5])
+
+
+def test_pnp_admm_starts_phase_retrieval_from_mid_grey_and_takes_an_init():
+    """Phase retrieval's A_dagger has an arbitrary sign and scale: PnP starts from mid-grey there (or from `init`)."""
+    physics = dinv.physics.RandomPhaseRetrieval(m=128, img_size=(1, 8, 8), rng=torch.Generator().manual_seed(0))
+    y = physics(torch.rand(1, 1, 8, 8).to(torch.complex64))
+    seen = []
+
+    def denoiser(v, sigma):  # records what the first denoising step receives
+        seen.append(v.clone())
+        return v
+
+    tiny = 1e-12  # the data step then leaves its input unchanged: the denoiser sees the first iterate
+    baselines.PnPADMM(denoiser, 0.1, tiny, iterations=1, complex_physics=True)(y, physics)
+    torch.testing.assert_close(seen[-1], torch.full((1, 1, 8, 8), 0.5))
+    start = torch.rand(1, 1, 8, 8)
+    baselines.PnPADMM(denoiser, 0.1, tiny, iterations=1, complex_physics=True, init=lambda y, p: start)(y, physics)
+    torch.testing.assert_close(seen[-1], start)
