@@ -40,3 +40,21 @@ def test_problems_keep_the_stated_measurement_ratios():
     measured = {name: measure(physics, complex_physics, x)[0].numel() / x.numel()
                 for name, (physics, complex_physics) in problems(cfg, torch.device("cpu")).items()}
     assert measured == {"denoising sigma=25": 1.0, "CS m/n=1/4": 1 / 4, "PR m/n=1/4": 1 / 4, "PR m/n=1/8": 1 / 8}
+
+
+def test_a_subset_of_methods_reruns_those_rows_only(tmp_path):
+    """`--set methods=[...]`: PnP-ADMM rows alone, no meta-training and no speed-up; unknown names refused."""
+    if not os.environ.get("DEEPINV_META_DATA"):
+        pytest.skip("needs the offline data (DEEPINV_META_DATA)")
+    from deepinv_meta.benchmarks.metadip import run
+
+    settings = dict(methods=["PnP-ADMM"], img_size=16, sigmas=[25], cs_ratios=[], pr_ratios=[1 / 4], test_faces=1,
+                    test_patches=1, train_faces=4, pnp_sigma=[0.1], pnp_iterations=[2])
+    result = run(quick=True, device="cpu", out=tmp_path, settings=settings)
+    assert {row["method"] for row in result["rows"]} == {"PnP-ADMM (FFDNet)"}
+    assert {row["task"] for row in result["rows"]} == {f"{task} ({dataset})" for task in ("denoising sigma=25", "PR m/n=1/4")
+                                                     for dataset in ("faces", "patches")}
+    assert result["speedup"] is None and result["config"]["meta_training"] == {}
+    assert "Time-to-PSNR" not in (tmp_path / "table.md").read_text() and not (tmp_path / "metadip.pt").exists()
+    with pytest.raises(ValueError, match="MetaDIP"):
+        run(quick=True, device="cpu", settings=dict(settings, methods=["MetaDiP"]))

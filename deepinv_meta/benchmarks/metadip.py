@@ -52,6 +52,9 @@ from .settings import configure, per_model
 # `validate_every` minutes on training faces, are kept in any case (report.train_for). MetaDIP trains 20 min:
 # after 10 min its held-out loss was still falling (6.9e-3 at step 306, 6.4e-3 at step 343); MetaSIREN's was flat
 # from step 122 on (2.2e-3 -> 2.1e-3). Measured with 20 min (467 steps): 5.9e-3, a plateau near 6e-3.
+# the rows; `--set methods=['PnP-ADMM']` reruns some of them only (meta-training is skipped when neither
+# meta-model is asked for, the speed-up and convergence figure when MetaDIP is not)
+METHODS = ("BM3D", "PnP-ADMM", "DIP", "MetaSIREN", "MetaDIP")
 FULL = dict(
     img_size=64, channels=(16, 32, 64), latent_channels=8, fourier_features=16, train_steps=20, test_steps=50,
     inner_lr=1.0, momentum=0.9, tv_weight=1e-3, siren_hidden=128, siren_layers=4, siren_lr=1e-2,
@@ -61,7 +64,7 @@ FULL = dict(
     sigmas=[15, 25], cs_ratios=[1 / 4, 1 / 8], pr_ratios=[1 / 4, 1 / 8], measurement_noise=10 / 255,
     dip_iterations=[50, 1000], dip_lr=1e-2,
     pnp_sigma=[0.05, 0.1, 0.2], pnp_gamma=[0.5, 1.0, 2.0], pnp_iterations=[10, 20, 40],
-    denoiser="weights/ipol_ffdnet/net_rgb.pth", curve_steps=300,
+    denoiser="weights/ipol_ffdnet/net_rgb.pth", curve_steps=300, methods=list(METHODS),
 )
 QUICK = dict(
     FULL, img_size=32, siren_hidden=64, siren_layers=3, train_minutes=1.5, validate_every=0.5, train_faces=500,
@@ -258,6 +261,10 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
     device = torch.device(device) if device else default_device()
     root = data_root(root)
     out = Path(out) if out is not None else None
+    unknown = set(cfg["methods"]) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)} in the `methods` setting; choose among {list(METHODS)}.")
+    wanted = set(cfg["methods"])
     started = time.perf_counter()
     log(f"MetaDIP benchmark ({'quick' if quick else 'full'}) | {machine(device)}")
     log(f"config: {cfg}")
@@ -267,28 +274,33 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
     generator = dict(channels=cfg["channels"], latent_channels=cfg["latent_channels"],
                      fourier_features=cfg["fourier_features"])
 
-    log(f"meta-training on {len(data['train'])} CelebA faces {size}, denoising sigma=25, "
-        f"{cfg['train_steps']} inner steps, minutes per model: {cfg['train_minutes']}")
+    meta_models, meta_training = {}, {}
     torch.manual_seed(seed)
-    metadip, dip_training = meta_train(
-        MetaDIP(size, steps=cfg["test_steps"], train_steps=cfg["train_steps"], lr=cfg["inner_lr"],
-                momentum=cfg["momentum"], tv_weight=cfg["tv_weight"], seed=seed, **generator),
-        data, cfg, device, seed, "MetaDIP")
-    siren, siren_training = meta_train(
-        MetaSIREN(size, steps=cfg["train_steps"], lr=cfg["siren_lr"], learn_lr=False, hidden=cfg["siren_hidden"],
-                  layers=cfg["siren_layers"]),
-        data, cfg, device, seed, "MetaSIREN")
-    if out is not None:
-        save(metadip, out / "metadip.pt", outer_steps=dip_training["selected_step"],
-             train_time_s=dip_training["train_time_s"])
+    if "MetaDIP" in wanted:
+        log(f"meta-training on {len(data['train'])} CelebA faces {size}, denoising sigma=25, "
+            f"{cfg['train_steps']} inner steps, minutes per model: {cfg['train_minutes']}")
+        meta_models["MetaDIP"], meta_training["MetaDIP"] = meta_train(
+            MetaDIP(size, steps=cfg["test_steps"], train_steps=cfg["train_steps"], lr=cfg["inner_lr"],
+                    momentum=cfg["momentum"], tv_weight=cfg["tv_weight"], seed=seed, **generator),
+            data, cfg, device, seed, "MetaDIP")
+        if out is not None:
+            save(meta_models["MetaDIP"], out / "metadip.pt", outer_steps=meta_training["MetaDIP"]["selected_step"],
+                 train_time_s=meta_training["MetaDIP"]["train_time_s"])
+    if "MetaSIREN" in wanted:
+        meta_models["MetaSIREN"], meta_training["MetaSIREN"] = meta_train(
+            MetaSIREN(size, steps=cfg["train_steps"], lr=cfg["siren_lr"], learn_lr=False, hidden=cfg["siren_hidden"],
+                      layers=cfg["siren_layers"]),
+            data, cfg, device, seed, "MetaSIREN")
 
     denoiser = load_denoiser(root / cfg["denoiser"], device=device)
-    try:
-        bm3d = dinv.models.BM3D()
-        import bm3d as _  # noqa: F401  (deepinv's wrapper imports it lazily)
-    except ImportError:
-        bm3d = None
-        log("  BM3D: the `bm3d` package is not installed (pip install bm3d); its rows are left out")
+    bm3d = None
+    if "BM3D" in wanted:
+        try:
+            bm3d = dinv.models.BM3D()
+            import bm3d as _  # noqa: F401  (deepinv's wrapper imports it lazily)
+        except ImportError:
+            bm3d = None
+            log("  BM3D: the `bm3d` package is not installed (pip install bm3d); its rows are left out")
 
     rows = []
     suite = problems(cfg, device)
@@ -297,14 +309,21 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
         if name.startswith("denoising") and bm3d is not None:
             sigma = float(name.split("=")[1]) / 255
             methods["BM3D"] = lambda y, physics, s=sigma: bm3d(y, s)
-        params = tune_pnp(denoiser, physics, complex_physics, data["tune"], cfg, psnr)
-        methods[f"PnP-ADMM (FFDNet) {params}"] = baselines.PnPADMM(denoiser, **params, complex_physics=complex_physics)
-        for iterations in cfg["dip_iterations"]:
+        params = None
+        if "PnP-ADMM" in wanted:
+            params = tune_pnp(denoiser, physics, complex_physics, data["tune"], cfg, psnr)
+            methods[f"PnP-ADMM (FFDNet) {params}"] = baselines.PnPADMM(denoiser, **params,
+                                                                       complex_physics=complex_physics)
+        for iterations in cfg["dip_iterations"] if "DIP" in wanted else ():
             methods[f"DIP ({iterations})"] = baselines.VanillaDIP(size, iterations=iterations, lr=cfg["dip_lr"],
                                                                   generator=dict(generator, complex_physics=complex_physics))
-        siren.complex_physics = metadip.complex_physics = complex_physics
-        methods[f"MetaSIREN ({cfg['test_steps']})"] = lambda y, physics: siren(y, physics, steps=cfg["test_steps"])
-        methods[f"MetaDIP ({cfg['test_steps']})"] = metadip
+        for model in meta_models.values():
+            model.complex_physics = complex_physics
+        if "MetaSIREN" in meta_models:
+            methods[f"MetaSIREN ({cfg['test_steps']})"] = (
+                lambda y, physics: meta_models["MetaSIREN"](y, physics, steps=cfg["test_steps"]))
+        if "MetaDIP" in meta_models:
+            methods[f"MetaDIP ({cfg['test_steps']})"] = meta_models["MetaDIP"]
         for dataset in ("faces", "patches"):
             for method, recon in methods.items():
                 score = evaluate(recon, data[dataset], physics, complex_physics, psnr)
@@ -312,22 +331,25 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
                              **({"params": params} if method.startswith("PnP") else {})})
                 log(f"  {name} {dataset:8s} {method:40s} {score['psnr'] or float('nan'):6.2f} ± {score['psnr_std']:.2f} dB "
                     f"{score['time_s']:.2f} s/image")
-    siren.complex_physics = metadip.complex_physics = False
+    for model in meta_models.values():
+        model.complex_physics = False
 
-    log("time-to-PSNR (denoising sigma=25, faces)")
-    physics = suite["denoising sigma=25"][0]
-    dip = baselines.VanillaDIP(size, iterations=max(cfg["dip_iterations"]), lr=cfg["dip_lr"], generator=generator)
-    speed = speedup(metadip, dip, data["faces"], physics, psnr)
-    log(f"  speed-up {speed['speedup']:.1f}x{' (lower bound)' if speed['lower_bound'] else ''}; per image "
-        + ", ".join(f"{r:.1f}" for r in speed["per_image"]))
-    curves = convergence(metadip, dip, data["faces"][:1], physics, cfg["curve_steps"], psnr)
+    speed, curves = None, None
+    if "MetaDIP" in meta_models:
+        log("time-to-PSNR (denoising sigma=25, faces)")
+        physics = suite["denoising sigma=25"][0] if "denoising sigma=25" in suite else dinv.physics.Denoising(
+            dinv.physics.GaussianNoise(25 / 255, rng=torch.Generator(device).manual_seed(25)), device=device)
+        dip = baselines.VanillaDIP(size, iterations=max(cfg["dip_iterations"]), lr=cfg["dip_lr"], generator=generator)
+        speed = speedup(meta_models["MetaDIP"], dip, data["faces"], physics, psnr)
+        log(f"  speed-up {speed['speedup']:.1f}x{' (lower bound)' if speed['lower_bound'] else ''}; per image "
+            + ", ".join(f"{r:.1f}" for r in speed["per_image"]))
+        curves = convergence(meta_models["MetaDIP"], dip, data["faces"][:1], physics, cfg["curve_steps"], psnr)
 
     result = {
         "benchmark": "metadip", "quick": quick, "device": machine(device),
-        "config": dict(cfg, seed=seed, data_root=str(root), meta_training={
-            "MetaDIP": dip_training, "MetaSIREN": siren_training}),
+        "config": dict(cfg, seed=seed, data_root=str(root), meta_training=meta_training),
         "wall_time_s": time.perf_counter() - started,
-        "speedup": speed["speedup"], "speedup_detail": speed,
+        "speedup": speed and speed["speedup"], "speedup_detail": speed,
         "rows": rows, "convergence": curves,
     }
     if out is not None:
@@ -350,10 +372,12 @@ def format_table(result: dict) -> str:
     time_rows = [dict(r, task=r["task"].split(" (")[0]) for r in rows if r["task"].endswith("(faces)")]
     time_cell = lambda r: "—" if r is None else f"{r['time_s']:.2f}"  # noqa: E731
     speed = result["speedup_detail"]
-    return ("PSNR (dB, mean ± std over test images)\n\n" + markdown_table(rows, tasks, methods, psnr_cell)
-            + "\nTime per image (s, faces)\n\n"
-            + markdown_table(time_rows, list(dict.fromkeys(r["task"] for r in time_rows)), methods, time_cell)
-            + f"\nTime-to-PSNR speed-up of MetaDIP(50) over DIP (denoising sigma=25, faces): "
+    table = ("PSNR (dB, mean ± std over test images)\n\n" + markdown_table(rows, tasks, methods, psnr_cell)
+             + "\nTime per image (s, faces)\n\n"
+             + markdown_table(time_rows, list(dict.fromkeys(r["task"] for r in time_rows)), methods, time_cell))
+    if speed is None:
+        return table
+    return (table + f"\nTime-to-PSNR speed-up of MetaDIP(50) over DIP (denoising sigma=25, faces): "
               f"{'≥ ' if speed['lower_bound'] else ''}{speed['speedup']:.1f}x (median; per image "
             + ", ".join(f"{r:.1f}" for r in speed["per_image"]) + ")\n")
 
@@ -366,6 +390,8 @@ def write_outputs(result: dict, out: Path) -> None:
 
     write_results(out, result)
     write_table(out, result, format_table(result))
+    if result["convergence"] is None:
+        return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name, record in result["convergence"].items():
         axes[0].semilogy(record["steps"], record["nmse"], "-o" if name == "MetaDIP" else "-", ms=3, label=name)
