@@ -55,6 +55,8 @@ def test_a_subset_of_methods_reruns_those_rows_only(tmp_path):
     assert {row["task"] for row in result["rows"]} == {f"{task} ({dataset})" for task in ("denoising sigma=25", "PR m/n=1/4")
                                                      for dataset in ("faces", "patches")}
     assert result["speedup"] is None and result["config"]["meta_training"] == {}
-    assert "Time-to-PSNR" not in (tmp_path / "table.md").read_text() and not (tmp_path / "metadip.pt").exists()
+    table = (tmp_path / "table.md").read_text()
+    assert "Time-to-PSNR" not in table and not (tmp_path / "metadip.pt").exists()
+    assert """--set "methods=['PnP-ADMM']" """ in table  # the command line that reproduces the run
     with pytest.raises(ValueError, match="MetaDIP"):
         run(quick=True, device="cpu", settings=dict(settings, methods=["MetaDiP"]))

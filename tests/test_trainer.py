@@ -201,3 +201,54 @@ def test_restore_best_needs_a_finite_validation_loss(small_tasks):
     assert math.isnan(trainer.validate()) and [v["step"] for v in trainer.validation] == [0]
     with pytest.raises(NonFiniteLossError, match="no finite validation loss"):
         trainer.restore_best()
+
+
+def test_rollback_returns_to_the_best_weights_and_adam_state_and_halves_the_outer_lr(small_tasks, monkeypatch,
+                                                                                      tmp_path):
+    """train_for(rollback_above=3): a held-out loss > 3x the best one sends training back to the best step."""
+    import copy
+
+    from deepinv_meta.benchmarks import report
+
+    class Clock:  # 1 s more at each call: 4 validations
+        now = 0.0
+
+        @classmethod
+        def perf_counter(cls):
+            cls.now += 1.0
+            return cls.now
+
+    monkeypatch.setattr(report, "time", Clock)
+    trainer = make_trainer(small_tasks, checkpoint=tmp_path / "run.pt")
+    snapshots = []
+
+    def fake_evaluate():  # the 3rd validation is a blow-up (5.0 > 3 x 0.2), the 4th is fine again
+        snapshots.append((trainer.step, copy.deepcopy(trainer.model.state_dict()),
+                          copy.deepcopy(trainer.optimizer.state_dict()["state"])))
+        return {"denoising": {"adapted": [0.5, 0.2, 5.0, 0.25][len(snapshots) - 1]}}
+
+    rolled_back_to = {}
+    rollback = trainer.rollback
+
+    def spy():
+        step = rollback()
+        rolled_back_to.update(model=copy.deepcopy(trainer.model.state_dict()),
+                              adam=copy.deepcopy(trainer.optimizer.state_dict()["state"]))
+        return step
+
+    trainer.evaluate, trainer.rollback = fake_evaluate, spy
+    report.train_for(trainer, minutes=0.15, name="test", validate_every=0.001, rollback_above=3.0)
+    assert len(snapshots) == 4
+    assert trainer.rollbacks == [{"step": snapshots[2][0], "to_step": snapshots[1][0], "lr_factor": 0.5}]
+    for name, value in rolled_back_to["model"].items():
+        torch.testing.assert_close(value, snapshots[1][1][name], rtol=0, atol=0)
+    for key, moments in snapshots[1][2].items():
+        torch.testing.assert_close(rolled_back_to["adam"][key]["exp_avg"], moments["exp_avg"], rtol=0, atol=0)
+    trainer.outer_step()
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [0.5 * trainer.outer_lr * g["lr_scale"]
+                                                                  for g in trainer.optimizer.param_groups]
+    trainer.save()
+    resumed = make_trainer(small_tasks, checkpoint=tmp_path / "run.pt")
+    assert resumed.lr_factor == 0.5 and resumed.rollbacks == trainer.rollbacks
+    with pytest.raises(ValueError, match="lr_factor"):
+        rollback(lr_factor=0)

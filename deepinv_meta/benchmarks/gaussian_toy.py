@@ -114,6 +114,7 @@ def run(quick: bool = False, inner_losses=("unsupervised", "supervised"), out: s
     result = {
         "benchmark": "meta-prior-gaussian-toy",
         "quick": quick,
+        "settings": settings or {},
         "device": "cpu",
         "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "config": dict(cfg, mu="zeros", covariance="squared exponential + jitter * identity", seed=seed),

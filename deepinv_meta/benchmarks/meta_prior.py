@@ -275,6 +275,7 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, re
     result = {
         "benchmark": "meta-prior",
         "quick": quick,
+        "settings": settings or {},
         "device": machine(device),
         "config": dict(cfg, seed=seed, data_root=str(root), reused_meta_models=str(reuse) if reuse else None),
         "wall_time_s": time.perf_counter() - started,

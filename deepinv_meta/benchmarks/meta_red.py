@@ -246,7 +246,7 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
     log(f"{len(faces[0])} training / {len(faces[1])} test faces (grey), denoiser {cfg['denoiser']}")
     rows = table1(faces, cfg, device, seed) + table2(small, cfg, device, seed) + tables3and4(faces, denoiser, cfg, device, seed)
     result = {
-        "benchmark": "meta-red", "quick": quick, "device": machine(device),
+        "benchmark": "meta-red", "quick": quick, "settings": settings or {}, "device": machine(device),
         "config": dict(cfg, seed=seed, data_root=str(root),
                        lpips="not reported: LPIPS weights are downloaded at first use, none available offline"),
         "wall_time_s": time.perf_counter() - started, "rows": rows,

@@ -43,32 +43,35 @@ from ..weights import load_denoiser
 from .report import machine, markdown_table, train_for, write_results, write_table
 from .settings import configure, per_model
 
-# channels (32, 64, 128) at 64x64 made meta-training unstable with the inner lr of 1 (measured: 20 outer steps
-# took the held-out PSNR after 50 inner steps from 13.4 to 7.2 dB; (16, 32, 64): 13.6 -> 20.3 dB after 40 steps).
-# Even at (16, 32, 64) MetaDIP's meta-training blew up with an outer lr of 1e-3 (training loss 0.071 -> 0.012 at
-# step 75, then 0.15 at step 130), while the learned inner lrs stayed in 0.88-1.24 and the momenta in 0.84-0.90:
-# the meta-learned weights, not the step sizes, leave the stable region. With 1e-4 it fell steadily to 0.017 at
-# step 270 (measured, 64x64, 1 thread). The weights with the lowest held-out loss, measured every
-# `validate_every` minutes on training faces, are kept in any case (report.train_for). MetaDIP trains 20 min:
-# after 10 min its held-out loss was still falling (6.9e-3 at step 306, 6.4e-3 at step 343); MetaSIREN's was flat
-# from step 122 on (2.2e-3 -> 2.1e-3). Measured with 20 min (467 steps): 5.9e-3, a plateau near 6e-3.
+# The full run is 32x32 on a CPU. At 64x64, MetaDIP's meta-training needs an outer lr of 1e-4 to stay stable
+# (1e-3 blew up at step 130; 3e-4 oscillated with four levels), and at 1e-4 its held-out loss plateaus near 6e-3
+# within 20 minutes (467 steps; 6.4e-3 after 10 minutes): a time-to-PSNR speed-up of 2.8x (committed under
+# benchmarks/results/metadip/64px/; reproduce with --set img_size=64 --set "outer_lr={'MetaDIP': 1e-4,
+# 'MetaSIREN': 1e-3}" --set rollback_above=None). At 32x32 the outer lr 1e-3 is usable; it blows up after a few
+# hundred steps too, so the held-out loss is measured every `validate_every` minutes on training faces, a loss
+# above `rollback_above` x the best one sends training back to the best weights with half the outer lr
+# (MetaTrainer.rollback; without it, a blow-up at step 153 of a 20-minute run left a dead network for the
+# remaining 15 minutes), and the weights with the lowest held-out loss are kept (report.train_for).
+# Channels (32, 64, 128) at 64x64 were unstable with the inner lr of 1 (20 outer steps took the held-out PSNR
+# after 50 inner steps from 13.4 to 7.2 dB; (16, 32, 64): 13.6 -> 20.3 dB after 40 steps). MetaSIREN's held-out
+# loss is flat after about 10 minutes.
+
 # the rows; `--set methods=['PnP-ADMM']` reruns some of them only (meta-training is skipped when neither
 # meta-model is asked for, the speed-up and convergence figure when MetaDIP is not)
 METHODS = ("BM3D", "PnP-ADMM", "DIP", "MetaSIREN", "MetaDIP")
 FULL = dict(
-    img_size=64, channels=(16, 32, 64), latent_channels=8, fourier_features=16, train_steps=20, test_steps=50,
+    img_size=32, channels=(16, 32, 64), latent_channels=8, fourier_features=16, train_steps=20, test_steps=50,
     inner_lr=1.0, momentum=0.9, tv_weight=1e-3, siren_hidden=128, siren_layers=4, siren_lr=1e-2,
-    outer_lr={"MetaDIP": 1e-4, "MetaSIREN": 1e-3}, lr_scales={"inner.": 10.0}, batch_size=2,
+    outer_lr=1e-3, lr_scales={"inner.": 10.0}, batch_size=2,
     train_minutes={"MetaDIP": 20.0, "MetaSIREN": 10.0},
-    validate_every=1.0, train_faces=2500, test_faces=4, test_patches=4,
+    validate_every=1.0, rollback_above=3.0, train_faces=2500, test_faces=4, test_patches=4,
     sigmas=[15, 25], cs_ratios=[1 / 4, 1 / 8], pr_ratios=[1 / 4, 1 / 8], measurement_noise=10 / 255,
     dip_iterations=[50, 1000], dip_lr=1e-2,
     pnp_sigma=[0.05, 0.1, 0.2], pnp_gamma=[0.5, 1.0, 2.0], pnp_iterations=[10, 20, 40],
     denoiser="weights/ipol_ffdnet/net_rgb.pth", curve_steps=300, methods=list(METHODS),
 )
 QUICK = dict(
-    FULL, img_size=32, siren_hidden=64, siren_layers=3, train_minutes=1.5, validate_every=0.5, train_faces=500,
-    outer_lr=1e-3,
+    FULL, siren_hidden=64, siren_layers=3, train_minutes=1.5, validate_every=0.5, train_faces=500,
     test_faces=2, test_patches=2, cs_ratios=[1 / 4], pr_ratios=[1 / 4], dip_iterations=[50, 300],
     pnp_sigma=[0.05, 0.1], pnp_gamma=[1.0], pnp_iterations=[10], curve_steps=100,
 )
@@ -139,9 +142,10 @@ def meta_train(model, data: dict, cfg: dict, device, seed: int, name: str):
                           batch_size=cfg["batch_size"], device=device, seed=seed, progress=sys.stderr.isatty(),
                           grad_clip=1.0,
                           lr_scales=cfg["lr_scales"] if isinstance(model, MetaDIP) else None)
-    seconds = train_for(trainer, per_model(cfg["train_minutes"], name), name, validate_every=cfg["validate_every"])
+    seconds = train_for(trainer, per_model(cfg["train_minutes"], name), name, validate_every=cfg["validate_every"],
+                        rollback_above=cfg["rollback_above"])
     info = {"outer_steps": trainer.step, "selected_step": trainer.selected_step, "train_time_s": seconds,
-            "validation": trainer.validation}
+            "validation": trainer.validation, "rollbacks": trainer.rollbacks}
     return trainer.model.eval(), info
 
 
@@ -346,7 +350,7 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
         curves = convergence(meta_models["MetaDIP"], dip, data["faces"][:1], physics, cfg["curve_steps"], psnr)
 
     result = {
-        "benchmark": "metadip", "quick": quick, "device": machine(device),
+        "benchmark": "metadip", "quick": quick, "settings": settings or {}, "device": machine(device),
         "config": dict(cfg, seed=seed, data_root=str(root), meta_training=meta_training),
         "wall_time_s": time.perf_counter() - started,
         "speedup": speed and speed["speedup"], "speedup_detail": speed,

@@ -355,7 +355,7 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
         examples[system] = series_examples(exp)
 
     result = {
-        "benchmark": "variational", "quick": quick, "device": machine(device),
+        "benchmark": "variational", "quick": quick, "settings": settings or {}, "device": machine(device),
         "config": dict(cfg, seed=seed, data_root=str(root),
                        mnist_split="first mnist_train digits of t10k for training, last mnist_test for testing"),
         "wall_time_s": time.perf_counter() - started, "rows": rows, "energy_pathways": pathways,

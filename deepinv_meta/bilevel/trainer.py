@@ -153,7 +153,9 @@ class MetaTrainer:
         self.step = 0
         self.history: list[dict] = []
         self.validation: list[dict] = []  # {"step", "loss"} per call of validate()
-        self._best = None  # (loss, step, model state, inner state) of the lowest validation loss
+        self._best = None  # (loss, step, model, inner and optimizer states) of the lowest validation loss
+        self.lr_factor = 1.0  # outer learning rate multiplier, lowered by rollback()
+        self.rollbacks: list[dict] = []  # {"step", "to_step", "lr_factor"} per call of rollback()
         self._restored_step = None  # the step restore_best() went back to, until the next outer step
         self._consecutive_skips = 0
         if self.checkpoint is not None and resume and self.checkpoint.is_file():
@@ -202,9 +204,9 @@ class MetaTrainer:
     def current_outer_lr(self) -> float:
         """Outer learning rate of the coming step (cosine decay when ``outer_lr_decay_steps`` is set)."""
         if not self.outer_lr_decay_steps:
-            return self.outer_lr
+            return self.outer_lr * self.lr_factor
         progress = min(self.step / self.outer_lr_decay_steps, 1.0)
-        return 0.5 * self.outer_lr * (1 + math.cos(math.pi * progress))
+        return 0.5 * self.outer_lr * self.lr_factor * (1 + math.cos(math.pi * progress))
 
     def episode_seed(self, step: int, task_index: int) -> int:
         """Seed of the episode of task ``task_index`` at outer step ``step``."""
@@ -333,7 +335,7 @@ class MetaTrainer:
         self.validation.append({"step": self.step, "loss": loss})
         if math.isfinite(loss) and (self._best is None or loss < self._best[0]):
             self._best = (loss, self.step, copy.deepcopy(self.model.state_dict()),
-                          copy.deepcopy(self.inner.state_dict()))
+                          copy.deepcopy(self.inner.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
         return loss
 
     def restore_best(self) -> int:
@@ -343,11 +345,27 @@ class MetaTrainer:
         """
         if self._best is None:
             raise NonFiniteLossError("no finite validation loss was measured; lower the learning rate.")
-        loss, step, model_state, inner_state = self._best
+        loss, step, model_state, inner_state, _ = self._best
         if step != self.step:
             self.model.load_state_dict(model_state)
             self.inner.load_state_dict(inner_state)
         self._restored_step = step
+        return step
+
+    def rollback(self, lr_factor: float = 0.5) -> int:
+        """Undo a blow-up of meta-training and go on more slowly: load the weights, learned inner rates and
+        Adam state of the lowest :meth:`validate` loss, and multiply the outer learning rate by
+        ``lr_factor`` from now on. Returns the step gone back to; ``self.step`` keeps counting the outer
+        steps performed, and ``self.rollbacks`` records each call.
+
+        :raises NonFiniteLossError: if no validation loss was finite.
+        """
+        if not 0 < lr_factor <= 1:
+            raise ValueError(f"lr_factor must be in (0, 1], got {lr_factor!r}.")
+        step = self.restore_best()
+        self.optimizer.load_state_dict(self._best[4])
+        self.lr_factor *= lr_factor
+        self.rollbacks.append({"step": self.step, "to_step": step, "lr_factor": self.lr_factor})
         return step
 
     @property
@@ -401,6 +419,8 @@ class MetaTrainer:
             "optimizer": self.optimizer.state_dict(),
             "history": self.history,
             "config": self.config,
+            "lr_factor": self.lr_factor,
+            "rollbacks": self.rollbacks,
         }
 
     def save(self, path: str | Path | None = None) -> Path:
@@ -432,3 +452,5 @@ class MetaTrainer:
             group.setdefault("lr_scale", 1.0)
         self.step = state["step"]
         self.history = list(state["history"])
+        self.lr_factor = state.get("lr_factor", 1.0)  # older checkpoints: no rollback
+        self.rollbacks = list(state.get("rollbacks", []))
