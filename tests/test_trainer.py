@@ -252,3 +252,27 @@ def test_rollback_returns_to_the_best_weights_and_adam_state_and_halves_the_oute
     assert resumed.lr_factor == 0.5 and resumed.rollbacks == trainer.rollbacks
     with pytest.raises(ValueError, match="lr_factor"):
         rollback(lr_factor=0)
+
+
+def test_validation_between_outer_steps_does_not_change_the_training_run(small_tasks):
+    """validate() at any points (time-based in the benchmarks) leaves the trained weights bit-identical, even
+    for a model that draws from the global random state (as dropout does)."""
+    from deepinv_meta import MetaPDNet
+
+    class NoisyPDNet(MetaPDNet):
+        def forward(self, y, physics, **kwargs):
+            out = super().forward(y, physics, **kwargs)
+            return out + 1e-3 * torch.randn_like(out)
+
+    def run(validate_after):
+        torch.manual_seed(0)
+        trainer = MetaTrainer(NoisyPDNet(depth=3, channels=6), small_tasks, inner_steps=2, batch_size=2,
+                              progress=False, device="cpu")
+        for k in range(1, 4):
+            trainer.train(steps=k)
+            if k in validate_after:
+                trainer.validate()
+        return [p.detach().clone() for p in trainer.model.parameters()]
+
+    for a, b in zip(run(()), run((1, 2))):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

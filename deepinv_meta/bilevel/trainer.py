@@ -383,6 +383,13 @@ class MetaTrainer:
             default: the outer loss (MSE) of each episode.
         :return: ``{task: {"meta": mean, "adapted": mean, "meta_std": std, "adapted_std": std}}``.
         """
+        # the global random state is left as found: an evaluation between outer steps (validate(), at
+        # time-based points in the benchmarks) must not change the training run (measured: it did, by 1e-8
+        # after 6 steps, which hundreds of steps of a chaotic meta-training turned into different runs)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            return self._evaluate(episodes, seed, metric)
+
+    def _evaluate(self, episodes: int, seed: int, metric) -> dict:
         self.model.eval()
 
         def score(x_hat, target):

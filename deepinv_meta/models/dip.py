@@ -171,8 +171,16 @@ class MetaDIP(TestTimeOptimizer):
         ratio = math.prod(self.img_size) / y[0].numel()  # n / m
         probe = self.physics_input(torch.rand((1, *self.img_size), generator=torch.Generator().manual_seed(0))
                                    .to(y.device))
-        with torch.no_grad(), warnings.catch_warnings():
+        # deepinv's power iteration starts from torch.randn_like: a fixed seed in a forked random state makes the
+        # scale (and so the output) independent of, and harmless to, the caller's random state
+        cuda = y.device.type == "cuda"
+        with torch.no_grad(), warnings.catch_warnings(), torch.random.fork_rng(devices=[y.device] if cuda else []):
             warnings.simplefilter("ignore")  # an approximate norm is enough; power iteration may warn
+            if cuda:
+                torch.cuda.default_generators[y.device.index if y.device.index is not None
+                                              else torch.cuda.current_device()].manual_seed(0)
+            else:
+                torch.default_generator.manual_seed(0)
             if isinstance(physics, dinv.physics.LinearPhysics):
                 return ratio * physics.compute_norm(probe, max_iter=50, verbose=False).item()
             if isinstance(getattr(physics, "B", None), dinv.physics.LinearPhysics):  # phase retrieval |Bx|^2
