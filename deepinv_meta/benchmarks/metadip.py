@@ -43,15 +43,15 @@ from ..weights import load_denoiser
 from .report import machine, markdown_table, train_for, write_results, write_table
 from .settings import configure, per_model
 
-# The full run is 32x32 on a CPU. At 64x64, MetaDIP's meta-training needs an outer lr of 1e-4 to stay stable
-# (1e-3 blew up at step 130; 3e-4 oscillated with four levels), and at 1e-4 its held-out loss plateaus near 6e-3
-# within 20 minutes (467 steps; 6.4e-3 after 10 minutes): a time-to-PSNR speed-up of 2.8x (committed under
-# benchmarks/results/metadip/64px/; reproduce with --set img_size=64 --set "outer_lr={'MetaDIP': 1e-4,
-# 'MetaSIREN': 1e-3}" --set rollback_above=None). At 32x32 the outer lr 1e-3 is usable; it blows up after a few
-# hundred steps too, so the held-out loss is measured every `validate_every` minutes on training faces, a loss
-# above `rollback_above` x the best one sends training back to the best weights with half the outer lr
-# (MetaTrainer.rollback; without it, a blow-up at step 153 of a 20-minute run left a dead network for the
-# remaining 15 minutes), and the weights with the lowest held-out loss are kept (report.train_for).
+# The full run is 32x32 on a CPU (speed-up >= 18.4x). At 64x64 an outer lr of 1e-4 (1e-3 blew up at step 130 in
+# one trial) plateaus near a held-out loss of 6e-3 within 20 minutes: a time-to-PSNR speed-up of 2.8x (committed
+# under benchmarks/results/metadip/64px/; reproduce with --set img_size=64 --set "outer_lr={'MetaDIP': 1e-4,
+# 'MetaSIREN': 1e-3}" --set rollback_above=None); 1e-3 with rollback gave 3.8x (64px_outer_lr_1e-3/). At 32x32
+# the outer lr 1e-3 can blow up after a few hundred steps, so the held-out loss is measured every
+# `validate_every` minutes on training faces, a loss above `rollback_above` x the best one sends training back to
+# the best weights with half the outer lr (MetaTrainer.rollback; without it, a blow-up at step 153 of a 20-minute
+# run left a dead network for the remaining 15 minutes), and the weights with the lowest held-out loss are kept
+# (report.train_for).
 # Channels (32, 64, 128) at 64x64 were unstable with the inner lr of 1 (20 outer steps took the held-out PSNR
 # after 50 inner steps from 13.4 to 7.2 dB; (16, 32, 64): 13.6 -> 20.3 dB after 40 steps). MetaSIREN's held-out
 # loss is flat after about 10 minutes.
