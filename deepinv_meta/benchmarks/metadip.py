@@ -303,7 +303,7 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
             bm3d = dinv.models.BM3D()
             import bm3d as _  # noqa: F401  (deepinv's wrapper imports it lazily)
         except ImportError:
-            bm3d = None
+            bm3d = None  # the wrapper was built, the package is missing
             log("  BM3D: the `bm3d` package is not installed (pip install bm3d); its rows are left out")
 
     rows = []
