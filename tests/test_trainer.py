@@ -163,11 +163,13 @@ def test_checkpoints_from_before_learned_lr_modes_resume(small_tasks, tmp_path):
     assert make_trainer(small_tasks, learn_inner_lr=True, checkpoint=path).step == 1
 
 
-def test_train_for_keeps_the_weights_with_the_lowest_held_out_loss(small_tasks, monkeypatch):
-    """A late blow-up of the held-out loss (or a NaN) must not replace the best weights seen."""
+@pytest.fixture
+def one_second_per_clock_read(monkeypatch):
+    """train_for's clock reads 1 s more at each call: minutes=0.15 with validate_every=0.001 gives 4 validations
+    however loaded the machine is."""
     from deepinv_meta.benchmarks import report
 
-    class Clock:  # train_for's clock reads 1 s more at each call: 4 validations however loaded the machine is
+    class Clock:
         now = 0.0
 
         @classmethod
@@ -176,6 +178,11 @@ def test_train_for_keeps_the_weights_with_the_lowest_held_out_loss(small_tasks, 
             return cls.now
 
     monkeypatch.setattr(report, "time", Clock)
+
+
+def test_train_for_keeps_the_weights_with_the_lowest_held_out_loss(small_tasks, one_second_per_clock_read):
+    """A late blow-up of the held-out loss (or a NaN) must not replace the best weights seen."""
+    from deepinv_meta.benchmarks import report
 
     trainer = make_trainer(small_tasks)
     snapshots = []
@@ -203,22 +210,13 @@ def test_restore_best_needs_a_finite_validation_loss(small_tasks):
         trainer.restore_best()
 
 
-def test_rollback_returns_to_the_best_weights_and_adam_state_and_halves_the_outer_lr(small_tasks, monkeypatch,
-                                                                                      tmp_path):
+def test_rollback_returns_to_the_best_weights_and_adam_state_and_halves_the_outer_lr(small_tasks, tmp_path,
+                                                                                      one_second_per_clock_read):
     """train_for(rollback_above=3): a held-out loss > 3x the best one sends training back to the best step."""
     import copy
 
     from deepinv_meta.benchmarks import report
 
-    class Clock:  # 1 s more at each call: 4 validations
-        now = 0.0
-
-        @classmethod
-        def perf_counter(cls):
-            cls.now += 1.0
-            return cls.now
-
-    monkeypatch.setattr(report, "time", Clock)
     trainer = make_trainer(small_tasks, checkpoint=tmp_path / "run.pt")
     snapshots = []
 
