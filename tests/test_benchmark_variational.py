@@ -27,3 +27,25 @@ def test_quick_variational_benchmark_writes_the_contract(tmp_path):
     assert all(row["p_score"] < 1e-5 for row in result["rows"] if row["method"].startswith("RK4"))
     for name in ("table.md", "energy_pathways.png", "mnist_examples.png", "lorenz96_example.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_a_subset_of_rows_runs_with_the_rows_it_needs(tmp_path):
+    """`--set methods=[...]` runs those rows and the ones they need (RK4 + LSTM-S uses RK4 + FSGD's tuned lambda)."""
+    from deepinv_meta.benchmarks import variational
+
+    settings = {"datasets": ["lorenz63"], "methods": ["RK4 + LSTM-S", "DICT + OMP"],
+                "lorenz63": dict(variational.QUICK["lorenz63"], steps=1500, train_sequences=16, test_sequences=4),
+                "sequence_length": 40, "lorenz_fsgd_iterations": 20, "lorenz_train_minutes": 0.01}
+    result = variational.run(quick=True, device="cpu", out=tmp_path, settings=settings)
+    assert [(row["task"], row["method"]) for row in result["rows"]] == [("lorenz63", "RK4 + FSGD"),
+                                                                        ("lorenz63", "RK4 + LSTM-S")]
+    assert (tmp_path / "lorenz63_example.png").stat().st_size > 0 and not (tmp_path / "mnist_examples.png").exists()
+    assert "--set" in (tmp_path / "table.md").read_text()
+
+
+@pytest.mark.parametrize("key, value", [("methods", ["2S-CNN + LSTM"]), ("datasets", ["lorenz-63"])])
+def test_unknown_rows_or_datasets_fail_before_training(key, value):
+    from deepinv_meta.benchmarks import variational
+
+    with pytest.raises(ValueError, match=f"unknown {key}"):
+        variational.run(quick=True, device="cpu", settings={key: value})

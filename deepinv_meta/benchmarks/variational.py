@@ -26,6 +26,9 @@ r"""Learned variational solvers benchmark (Fablet, Drumetz & Rousseau, Tables 1-
   the observations interpolated linearly in time (``lorenz_init``; the authors' code does this for
   Lorenz-63). On Lorenz-96 the tuned FSGD ends worse from the interpolation (R-score 0.103 vs 0.053 on
   the tuning sequences), so both start zero-filled there.
+
+Some rows only: ``--set "datasets=['lorenz63']" --set "methods=['2S-CNN + LSTM-S (joint)']"`` (the rows
+a requested row needs, e.g. the FSGD that tunes :math:`\lambda` for an LSTM-S on a fixed cost, are run too).
 """
 
 from __future__ import annotations
@@ -51,6 +54,17 @@ from ..tasks import Task
 from .report import loss_summary, machine, markdown_table, write_results, write_table
 from .settings import configure, per_model
 
+# the rows of Tables 1-2; `--set methods=[...]` and `--set datasets=[...]` rerun some of them only. A row
+# another asked-for row needs is run too (REQUIRES): its tuned lambda or its learned cost.
+DATASETS = ("MNIST", "lorenz63", "lorenz96")
+METHODS = {
+    "MNIST": ("DICT + OMP", "DICT + Lasso", "PCA + FSGD", "PCA + LSTM-S (fixed)", "AE + FP(1) (joint)",
+              "AE + LSTM-S (fixed)", "AE + LSTM-S (joint)", "2S-CNN + FP(1) (joint)", "2S-CNN + LSTM-S (joint)",
+              "2S-CNN (learned) + FSGD"),
+    "lorenz": ("RK4 + FSGD", "RK4 + LSTM-S", "2S-CNN + LSTM-S (joint)"),
+}
+REQUIRES = {"PCA + LSTM-S (fixed)": "PCA + FSGD", "RK4 + LSTM-S": "RK4 + FSGD",
+            "2S-CNN (learned) + FSGD": "2S-CNN + LSTM-S (joint)"}
 FULL = dict(
     mnist_train=8000, mnist_test=1000, pca_components=50, ae_latent=20, cnn_hidden=16, lstm_hidden=5,
     train_minutes=2.0, main_train_minutes=10.0, ae_pretrain_steps=3000, batch_size=16, lr=1e-3, iterations=(5, 20),
@@ -64,6 +78,7 @@ FULL = dict(
     lorenz_init={"lorenz63": "interpolation", "lorenz96": "adjoint"}, lorenz_train_minutes=12.0, validations=4,
     # 0.2 prevents the MNIST AE + LSTM-S joint blow-up (docs/benchmarks.rst); not measured on Lorenz, left off there
     grad_clip={"MNIST": 0.2, "lorenz63": None, "lorenz96": None},
+    datasets=list(DATASETS), methods=sorted(set(METHODS["MNIST"] + METHODS["lorenz"])),
 )
 QUICK = dict(
     FULL, mnist_train=2000, mnist_test=200, train_minutes=0.4, main_train_minutes=0.8, ae_pretrain_steps=300,
@@ -77,6 +92,17 @@ QUICK = dict(
 
 def log(message: str) -> None:
     print(message, flush=True)
+
+
+def selected_methods(cfg: dict) -> set:
+    """The rows to run: ``cfg["methods"]`` and the rows they need; an unknown name is an error."""
+    known = set(METHODS["MNIST"] + METHODS["lorenz"])
+    for key, names, choices in (("datasets", cfg["datasets"], DATASETS), ("methods", cfg["methods"], known)):
+        unknown = set(names) - set(choices)
+        if unknown:
+            raise ValueError(f"unknown {key} {sorted(unknown)} in the `{key}` setting; choose among {sorted(choices)}.")
+    wanted = set(cfg["methods"])
+    return wanted | {REQUIRES[m] for m in wanted if m in REQUIRES}
 
 
 # ---------------------------------------------------------------------------------------- scoring
@@ -178,6 +204,11 @@ class Experiment:
         self.task = Task(name, physics, self.x_train, self.x_train, generator=generator)
         self.y_test, self.mask = observe(self.physics, generator, self.x_test, seed=10**6 + seed)
         self.rows, self.models = [], {}
+        self.selected = selected_methods(cfg)
+
+    def wants(self, *methods: str) -> bool:
+        """Whether any of these rows is to be run (the ``methods`` setting)."""
+        return any(m in self.selected for m in methods)
 
     def evaluate(self, method: str, model, prior=None, **extra) -> dict:
         start = time.perf_counter()
@@ -237,54 +268,71 @@ def mnist_experiment(root, cfg, device, seed) -> Experiment:
 def run_mnist(exp: Experiment, cfg) -> None:
     size = (1, 28, 28)
     # DICT: sparse coding baselines (scikit-learn)
+    dict_rows = [m for m in ("DICT + OMP", "DICT + Lasso") if exp.wants(m)]
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        log("  DICT rows left out: scikit-learn is not installed (pip install scikit-learn)")
-    else:
+        if dict_rows:
+            log("  DICT rows left out: scikit-learn is not installed (pip install scikit-learn)")
+        dict_rows = []
+    if dict_rows:
         dictionary = SparseCodingInpainter.fit(exp.x_train.cpu(), atoms=cfg["dict_atoms"], seed=exp.seed)
         tune = exp.x_train[: cfg["fsgd_tune_samples"]]
         y_tune, mask_tune = observe(exp.physics, exp.generator, tune, seed=exp.seed)
-        for algorithm, key, grid in (("omp", "sparsity", cfg["dict_sparsity"]), ("lasso", "alpha", cfg["dict_alpha"])):
+        for method in dict_rows:
+            algorithm, key, grid = (("omp", "sparsity", cfg["dict_sparsity"]) if method == "DICT + OMP"
+                                    else ("lasso", "alpha", cfg["dict_alpha"]))
+
             def build(value):
                 return SparseCodingInpainter(dictionary.dictionary, dictionary.mean, algorithm=algorithm,
                                              iterations=cfg["dict_iterations"], **{key: value})
             errors = {v: ((reconstruct(build(v), y_tune, exp.physics, mask_tune) - tune) ** 2).mean().item() for v in grid}
             best = min(errors, key=errors.get)
-            exp.evaluate(f"DICT + {'OMP' if algorithm == 'omp' else 'Lasso'}", build(best), **{key: best})
+            exp.evaluate(method, build(best), **{key: best})
 
     # PCA: fitted prior, FSGD and a trained LSTM solver on the fixed cost
-    pca = PCAPrior(size, cfg["pca_components"]).fit(exp.x_train).to(exp.device)
-    log(f"  PCA: {cfg['pca_components']} components explain {pca.explained_variance_ratio:.1%} of the variance")
-    fsgd = exp.fsgd("PCA + FSGD", pca, cfg["fsgd_iterations"])
-    model = VariationalReconstructor(VariationalCost(pca, 1.0, fsgd["fsgd"]["lambda_prior"]), LSTMSolver(1, cfg["lstm_hidden"]))
-    exp.evaluate("PCA + LSTM-S (fixed)", model, pca, **exp.train("PCA + LSTM-S (fixed)", model, joint=False))
+    if exp.wants("PCA + FSGD"):
+        pca = PCAPrior(size, cfg["pca_components"]).fit(exp.x_train).to(exp.device)
+        log(f"  PCA: {cfg['pca_components']} components explain {pca.explained_variance_ratio:.1%} of the variance")
+        fsgd = exp.fsgd("PCA + FSGD", pca, cfg["fsgd_iterations"])
+    if exp.wants("PCA + LSTM-S (fixed)"):
+        model = VariationalReconstructor(VariationalCost(pca, 1.0, fsgd["fsgd"]["lambda_prior"]),
+                                         LSTMSolver(1, cfg["lstm_hidden"]))
+        exp.evaluate("PCA + LSTM-S (fixed)", model, pca, **exp.train("PCA + LSTM-S (fixed)", model, joint=False))
 
     # AE: jointly trained direct inversion, pre-trained prior with a trained solver, and joint training
-    ae = AutoEncoderPrior(size, latent=cfg["ae_latent"])
-    model = VariationalReconstructor(VariationalCost(ae), FixedPoint(1))
-    exp.evaluate("AE + FP(1) (joint)", model, ae, **exp.train("AE + FP(1) (joint)", model, joint=True, iterations=None))
-    ae = AutoEncoderPrior(size, latent=cfg["ae_latent"])
-    losses = fit_prior(ae, exp.x_train, cfg["ae_pretrain_steps"], lr=cfg["lr"], device=exp.device, seed=exp.seed,
-                       progress=False)
-    log(f"  AE pre-trained {len(losses)} steps: ||x - Phi(x)||^2 / sigma^2 = {losses[-1] / exp.variance:.3f}")
-    joint_ae = AutoEncoderPrior(size, latent=cfg["ae_latent"])
-    joint_ae.load_state_dict(ae.state_dict())
-    model = VariationalReconstructor(VariationalCost(ae), LSTMSolver(1, cfg["lstm_hidden"]))
-    exp.evaluate("AE + LSTM-S (fixed)", model, ae, **exp.train("AE + LSTM-S (fixed)", model, joint=False))
-    model = VariationalReconstructor(VariationalCost(joint_ae, learn_weights=True), LSTMSolver(1, cfg["lstm_hidden"]))
-    exp.evaluate("AE + LSTM-S (joint)", model, joint_ae, **exp.train("AE + LSTM-S (joint)", model, joint=True))
+    if exp.wants("AE + FP(1) (joint)"):
+        ae = AutoEncoderPrior(size, latent=cfg["ae_latent"])
+        model = VariationalReconstructor(VariationalCost(ae), FixedPoint(1))
+        exp.evaluate("AE + FP(1) (joint)", model, ae, **exp.train("AE + FP(1) (joint)", model, joint=True, iterations=None))
+    if exp.wants("AE + LSTM-S (fixed)", "AE + LSTM-S (joint)"):
+        ae = AutoEncoderPrior(size, latent=cfg["ae_latent"])
+        losses = fit_prior(ae, exp.x_train, cfg["ae_pretrain_steps"], lr=cfg["lr"], device=exp.device, seed=exp.seed,
+                           progress=False)
+        log(f"  AE pre-trained {len(losses)} steps: ||x - Phi(x)||^2 / sigma^2 = {losses[-1] / exp.variance:.3f}")
+        joint_ae = AutoEncoderPrior(size, latent=cfg["ae_latent"])
+        joint_ae.load_state_dict(ae.state_dict())
+    if exp.wants("AE + LSTM-S (fixed)"):
+        model = VariationalReconstructor(VariationalCost(ae), LSTMSolver(1, cfg["lstm_hidden"]))
+        exp.evaluate("AE + LSTM-S (fixed)", model, ae, **exp.train("AE + LSTM-S (fixed)", model, joint=False))
+    if exp.wants("AE + LSTM-S (joint)"):
+        model = VariationalReconstructor(VariationalCost(joint_ae, learn_weights=True), LSTMSolver(1, cfg["lstm_hidden"]))
+        exp.evaluate("AE + LSTM-S (joint)", model, joint_ae, **exp.train("AE + LSTM-S (joint)", model, joint=True))
 
     # 2S-CNN: direct inversion and joint cost + solver
-    cnn = TwoScaleCNN(1, cfg["cnn_hidden"])
-    model = VariationalReconstructor(VariationalCost(cnn), FixedPoint(1))
-    exp.evaluate("2S-CNN + FP(1) (joint)", model, cnn, **exp.train("2S-CNN + FP(1) (joint)", model, joint=True, iterations=None))
-    cnn = TwoScaleCNN(1, cfg["cnn_hidden"])
-    model = VariationalReconstructor(VariationalCost(cnn, learn_weights=True), LSTMSolver(1, cfg["lstm_hidden"]))
-    exp.evaluate("2S-CNN + LSTM-S (joint)", model, cnn,
-                 **exp.train("2S-CNN + LSTM-S (joint)", model, joint=True, minutes=cfg["main_train_minutes"]))
-    # the learned 2S-CNN cost minimised by plain gradient descent (Figure 1, dashed cyan)
-    exp.fsgd("2S-CNN (learned) + FSGD", cnn, cfg["learned_fsgd_iterations"], learned_cost=model.cost, samples=32)
+    if exp.wants("2S-CNN + FP(1) (joint)"):
+        cnn = TwoScaleCNN(1, cfg["cnn_hidden"])
+        model = VariationalReconstructor(VariationalCost(cnn), FixedPoint(1))
+        exp.evaluate("2S-CNN + FP(1) (joint)", model, cnn,
+                     **exp.train("2S-CNN + FP(1) (joint)", model, joint=True, iterations=None))
+    if exp.wants("2S-CNN + LSTM-S (joint)"):
+        cnn = TwoScaleCNN(1, cfg["cnn_hidden"])
+        model = VariationalReconstructor(VariationalCost(cnn, learn_weights=True), LSTMSolver(1, cfg["lstm_hidden"]))
+        exp.evaluate("2S-CNN + LSTM-S (joint)", model, cnn,
+                     **exp.train("2S-CNN + LSTM-S (joint)", model, joint=True, minutes=cfg["main_train_minutes"]))
+    if exp.wants("2S-CNN (learned) + FSGD"):
+        # the learned 2S-CNN cost minimised by plain gradient descent (Figure 1, dashed cyan)
+        exp.fsgd("2S-CNN (learned) + FSGD", cnn, cfg["learned_fsgd_iterations"], learned_cost=model.cost, samples=32)
 
 
 def lorenz_experiment(system: str, cfg, device, seed) -> Experiment:
@@ -314,15 +362,18 @@ def run_lorenz(exp: Experiment, cfg) -> None:
     ode = ODEPrior(system, offset=offset, scale=scale)
     lr, minutes = per_model(cfg["lorenz_lr"], system), per_model(cfg["lorenz_train_minutes"], system)
     hidden = per_model(cfg["lorenz_lstm_hidden"], system)
-    fsgd = exp.fsgd("RK4 + FSGD", ode, cfg["lorenz_fsgd_iterations"], samples=cfg["lorenz_tune_samples"])
-    solver = LSTMSolver(dim, hidden, kernel_size=(1, 3))
-    model = VariationalReconstructor(VariationalCost(ode, 1.0, fsgd["fsgd"]["lambda_prior"]), solver, exp.init)
-    exp.evaluate("RK4 + LSTM-S", model, ode, **exp.train("RK4 + LSTM-S", model, joint=False, lr=lr, minutes=minutes))
-    cnn = TwoScaleCNN(dim, cfg["lorenz_cnn_hidden"], kernel_size=(1, 3), scale=(1, 4))
-    solver = LSTMSolver(dim, hidden, kernel_size=(1, 3))
-    model = VariationalReconstructor(VariationalCost(cnn, learn_weights=True), solver, exp.init)
-    exp.evaluate("2S-CNN + LSTM-S (joint)", model, cnn,
-                 **exp.train("2S-CNN + LSTM-S (joint)", model, joint=True, lr=lr, minutes=minutes))
+    if exp.wants("RK4 + FSGD"):
+        fsgd = exp.fsgd("RK4 + FSGD", ode, cfg["lorenz_fsgd_iterations"], samples=cfg["lorenz_tune_samples"])
+    if exp.wants("RK4 + LSTM-S"):
+        solver = LSTMSolver(dim, hidden, kernel_size=(1, 3))
+        model = VariationalReconstructor(VariationalCost(ode, 1.0, fsgd["fsgd"]["lambda_prior"]), solver, exp.init)
+        exp.evaluate("RK4 + LSTM-S", model, ode, **exp.train("RK4 + LSTM-S", model, joint=False, lr=lr, minutes=minutes))
+    if exp.wants("2S-CNN + LSTM-S (joint)"):
+        cnn = TwoScaleCNN(dim, cfg["lorenz_cnn_hidden"], kernel_size=(1, 3), scale=(1, 4))
+        solver = LSTMSolver(dim, hidden, kernel_size=(1, 3))
+        model = VariationalReconstructor(VariationalCost(cnn, learn_weights=True), solver, exp.init)
+        exp.evaluate("2S-CNN + LSTM-S (joint)", model, cnn,
+                     **exp.train("2S-CNN + LSTM-S (joint)", model, joint=True, lr=lr, minutes=minutes))
 
 
 # ---------------------------------------------------------------------------------------- entry point
@@ -333,20 +384,25 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
     started = time.perf_counter()
     log(f"Learned variational solvers benchmark ({'quick' if quick else 'full'}) | {machine(device)}")
     log(f"config: {cfg}")
-    rows, pathways, examples = [], {}, {}
-
-    mnist = mnist_experiment(root, cfg, device, seed)
-    log(f"MNIST: {len(mnist.x_train)} training / {len(mnist.x_test)} test digits, sigma^2 = {mnist.variance:.4f}")
-    run_mnist(mnist, cfg)
-    rows += mnist.rows
-    experiments = [mnist]
-    y, x = mnist.y_test[:1], mnist.x_test[:1]
-    mnist.physics.update(mask=mnist.mask[:1])
-    for method in ("PCA + FSGD", "PCA + LSTM-S (fixed)", "2S-CNN (learned) + FSGD", "2S-CNN + LSTM-S (joint)"):
-        pathways[method] = energy_pathway(mnist.models[method], y, mnist.physics, x)
-    examples["MNIST"] = mnist_examples(mnist)
+    selected = selected_methods(cfg)
+    datasets = [d for d in cfg["datasets"] if selected & set(METHODS["MNIST" if d == "MNIST" else "lorenz"])]
+    rows, pathways, examples, experiments = [], {}, {}, []
+    if "MNIST" in datasets:
+        mnist = mnist_experiment(root, cfg, device, seed)
+        log(f"MNIST: {len(mnist.x_train)} training / {len(mnist.x_test)} test digits, sigma^2 = {mnist.variance:.4f}")
+        run_mnist(mnist, cfg)
+        rows += mnist.rows
+        experiments.append(mnist)
+        y, x = mnist.y_test[:1], mnist.x_test[:1]
+        mnist.physics.update(mask=mnist.mask[:1])
+        for method in ("PCA + FSGD", "PCA + LSTM-S (fixed)", "2S-CNN (learned) + FSGD", "2S-CNN + LSTM-S (joint)"):
+            if method in mnist.models:
+                pathways[method] = energy_pathway(mnist.models[method], y, mnist.physics, x)
+        examples["MNIST"] = mnist_examples(mnist)
 
     for system in ("lorenz63", "lorenz96"):
+        if system not in datasets:
+            continue
         exp = lorenz_experiment(system, cfg, device, seed)
         log(f"{system}: {len(exp.x_train)} training / {len(exp.x_test)} test sequences of {cfg['sequence_length']} steps")
         run_lorenz(exp, cfg)
@@ -362,7 +418,8 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
     }
     if out is not None:
         write_outputs(result, examples, Path(out))
-        for exp in experiments:  # the paper's main model, loadable with deepinv_meta.load
+        for exp in (e for e in experiments if "2S-CNN + LSTM-S (joint)" in e.models):
+            # the paper's main model, loadable with deepinv_meta.load
             save(exp.models["2S-CNN + LSTM-S (joint)"], Path(out) / f"{exp.name.lower()}_2scnn_lstm.pt",
                  benchmark="variational", quick=quick)
     log(format_table(result))
@@ -412,12 +469,22 @@ def write_outputs(result: dict, examples: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     write_results(out, result)
     write_table(out, result, format_table(result))
+    if result["energy_pathways"]:
+        plot_energy_pathways(result["energy_pathways"], out)
+    if "MNIST" in examples:
+        plot_mnist_examples(examples["MNIST"], out)
+    for system in ("lorenz63", "lorenz96"):
+        if system in examples:
+            plot_series_example(examples[system], system, out)
+
+
+def plot_energy_pathways(pathways: dict, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for method, record in result["energy_pathways"].items():
+    for method, record in pathways.items():
         style = "--" if "FSGD" in method else "-"
         steps = range(1, len(record["cost"]) + 1)
         axes[0].loglog(steps, record["cost"], style, label=method)
@@ -432,7 +499,10 @@ def write_outputs(result: dict, examples: dict, out: Path) -> None:
     fig.savefig(out / "energy_pathways.png", dpi=120)
     plt.close(fig)
 
-    images = examples["MNIST"]
+
+def plot_mnist_examples(images: dict, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(len(images), 8, figsize=(8, len(images) * 1.05))
     for row, (name, batch) in enumerate(images.items()):
         for col in range(min(8, len(batch))):
@@ -443,21 +513,24 @@ def write_outputs(result: dict, examples: dict, out: Path) -> None:
     fig.savefig(out / "mnist_examples.png", dpi=120)
     plt.close(fig)
 
-    for system in ("lorenz63", "lorenz96"):
-        series = examples[system]
-        names = [n for n in series if n not in ("mask", "observed")]
-        fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.6 * len(names)), sharex=True)
-        for ax, name in zip(axes, names):
-            data = series[name][0, :, 0]
-            if system == "lorenz96":
-                ax.imshow(data, aspect="auto", cmap="viridis")
-            else:
-                ax.plot(data.T)
-                observed = series["mask"][0, :, 0].bool()
-                for d in range(data.shape[0]):
-                    ax.plot(observed[d].nonzero().flatten(), series["observed"][0, d, 0][observed[d]], "k.", ms=2)
-            ax.set_title(name, fontsize=8, loc="left")
-        axes[-1].set_xlabel("time step")
-        fig.tight_layout()
-        fig.savefig(out / f"{system}_example.png", dpi=120)
-        plt.close(fig)
+
+def plot_series_example(series: dict, system: str, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    names = [n for n in series if n not in ("mask", "observed")]
+    fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.6 * len(names)), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    for ax, name in zip(axes, names):
+        data = series[name][0, :, 0]
+        if system == "lorenz96":
+            ax.imshow(data, aspect="auto", cmap="viridis")
+        else:
+            ax.plot(data.T)
+            observed = series["mask"][0, :, 0].bool()
+            for d in range(data.shape[0]):
+                ax.plot(observed[d].nonzero().flatten(), series["observed"][0, d, 0][observed[d]], "k.", ms=2)
+        ax.set_title(name, fontsize=8, loc="left")
+    axes[-1].set_xlabel("time step")
+    fig.tight_layout()
+    fig.savefig(out / f"{system}_example.png", dpi=120)
+    plt.close(fig)
