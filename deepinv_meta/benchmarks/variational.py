@@ -135,6 +135,17 @@ def reconstruct(model, y, physics, mask, batch_size: int = 256) -> torch.Tensor:
     return torch.cat(parts)
 
 
+class InOriginalIntensities(dinv.models.Reconstructor):
+    """``model`` run on the original intensities of standardised data (``x = (z - offset) / scale``)."""
+
+    def __init__(self, model, offset: float, scale: float):
+        super().__init__()
+        self.model, self.offset, self.scale = model, offset, scale
+
+    def forward(self, y, physics, **kwargs):
+        return (self.model(y * self.scale + self.offset, physics) - self.offset) / self.scale
+
+
 def observe(physics, generator, x: torch.Tensor, seed: int):
     """Fixed measurements ``(y, mask)``: one mask per sample and noise, reproducible from ``seed``."""
     mask = generator.step(batch_size=len(x), seed=seed)["mask"]
@@ -286,7 +297,10 @@ def run_mnist(exp: Experiment, cfg) -> None:
             log("  DICT rows left out: scikit-learn is not installed (pip install scikit-learn)")
         dict_rows = []
     if dict_rows:
-        dictionary = SparseCodingInpainter.fit(exp.x_train.cpu(), atoms=cfg["dict_atoms"], seed=exp.seed)
+        # in the original intensities: scikit-learn's sparsity penalties depend on the data scale (measured on
+        # standardised digits, R-score 0.324 / 0.284 for OMP / Lasso against 0.305 / 0.271)
+        offset, scale = exp.normalisation
+        dictionary = SparseCodingInpainter.fit(exp.x_train.cpu() * scale + offset, atoms=cfg["dict_atoms"], seed=exp.seed)
         tune = exp.x_train[: cfg["fsgd_tune_samples"]]
         y_tune, mask_tune = observe(exp.physics, exp.generator, tune, seed=exp.seed)
         for method in dict_rows:
@@ -294,8 +308,9 @@ def run_mnist(exp: Experiment, cfg) -> None:
                                     else ("lasso", "alpha", cfg["dict_alpha"]))
 
             def build(value):
-                return SparseCodingInpainter(dictionary.dictionary, dictionary.mean, algorithm=algorithm,
-                                             iterations=cfg["dict_iterations"], **{key: value})
+                return InOriginalIntensities(SparseCodingInpainter(
+                    dictionary.dictionary, dictionary.mean, algorithm=algorithm, iterations=cfg["dict_iterations"],
+                    **{key: value}), offset, scale)
             errors = {v: ((reconstruct(build(v), y_tune, exp.physics, mask_tune) - tune) ** 2).mean().item() for v in grid}
             best = min(errors, key=errors.get)
             exp.evaluate(method, build(best), **{key: best})
