@@ -49,3 +49,23 @@ def test_unknown_rows_or_datasets_fail_before_training(key, value):
 
     with pytest.raises(ValueError, match=f"unknown {key}"):
         variational.run(quick=True, device="cpu", settings={key: value})
+
+
+def test_the_dictionary_baselines_see_the_original_intensities():
+    """Standardised digits go back to their original intensities for scikit-learn, whose penalties depend on scale."""
+    import deepinv as dinv
+    import torch
+
+    from deepinv_meta.benchmarks.variational import InOriginalIntensities
+
+    seen = []
+
+    class Recorder(dinv.models.Reconstructor):
+        def forward(self, y, physics, **kwargs):
+            seen.append(y)
+            return 2 * y
+
+    y = torch.randn(2, 1, 4, 4)
+    x_hat = InOriginalIntensities(Recorder(), offset=0.13, scale=0.31)(y, physics=None)
+    torch.testing.assert_close(seen[0], 0.31 * y + 0.13)
+    torch.testing.assert_close(x_hat, (2 * (0.31 * y + 0.13) - 0.13) / 0.31)
