@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +23,25 @@ def test_quick_meta_red_benchmark_writes_the_contract(tmp_path):
     for row in result["rows"]:
         assert 5 < row["psnr"] < 60 and 0 < row["ssim"] <= 1 and row["time_s"] > 0
     assert (tmp_path / "table.md").stat().st_size > 0
+
+
+def test_a_subset_of_tables_runs_alone(tmp_path):
+    """`--set "tables=['4']"` trains Table 4's models only, with the RED step tuned as for Table 3."""
+    if not os.environ.get("DEEPINV_META_DATA"):
+        pytest.skip("needs the offline data (DEEPINV_META_DATA)")
+    from deepinv_meta.benchmarks import meta_red
+
+    settings = {"tables": [4], "train_minutes": 0.01, "test_faces": 1, "tune_faces": 1, "train_faces": 8,
+                "img_size": 16, "siren_hidden": 8, "siren_layers": 2}
+    result = meta_red.run(quick=True, device="cpu", root=Path(os.environ["DEEPINV_META_DATA"]), out=tmp_path,
+                          settings=settings)
+    assert {row["table"] for row in result["rows"]} == {"4"}
+    assert len(result["rows"]) == 3 and "Table 3" not in (tmp_path / "table.md").read_text()
+
+
+@pytest.mark.parametrize("tables", [["5"], []])
+def test_unknown_or_no_tables_fail_before_training(tables):
+    from deepinv_meta.benchmarks import meta_red
+
+    with pytest.raises(ValueError, match="`tables` setting"):
+        meta_red.run(quick=True, device="cpu", settings={"tables": tables})

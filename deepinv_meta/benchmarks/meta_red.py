@@ -40,12 +40,15 @@ from ..weights import load_denoiser
 from .report import machine, markdown_table, train_for, write_results, write_table
 from .settings import configure
 
+# `--set "tables=['3']"` reruns some tables only (Table 4 still tunes the RED step of Table 3's RED (12 it.))
+TABLES = ("1", "2", "3", "4")
+
 FULL = dict(
     img_size=64, pixels_size=32, train_faces=2500, test_faces=50, siren_hidden=256, siren_layers=5,
     inner_lr=1e-2, outer_lr=1e-4, batch_size=3, train_minutes=4.0, meta_steps=[2, 3, 5, 7],
     observed=[10, 500, 1000, 512], blur_sigma=1.0, noise=0.015, red_sigma=25 / 255,
     red_gamma=[0.5, 2.0, 8.0], hqs_stepsize=[0.5, 2.0, 8.0], converged_iterations=100, tune_faces=4,
-    unet_scales=3, denoiser="weights/kair_dncnn/dncnn_25.pth",
+    unet_scales=3, denoiser="weights/kair_dncnn/dncnn_25.pth", tables=list(TABLES),
 )
 QUICK = dict(
     FULL, img_size=32, train_faces=300, test_faces=6, siren_hidden=64, siren_layers=3, outer_lr=1e-3,
@@ -193,13 +196,15 @@ def tables3and4(faces, denoiser, cfg, device, seed) -> list[dict]:
     physics = deconvolution_physics(cfg, device)
     task = Task(task_name, physics, x_train, x_train)
     score, score_tune = Scorer(physics, x_test), Scorer(physics, x_train[: cfg["tune_faces"]], seed=7)
-    rows, gammas = [], {}
+    rows, gammas, wanted = [], {}, set(cfg["tables"])
 
     # Table 3 baselines: RED and HQS with the fixed denoiser, their step tuned on training faces
     for iterations, label in ((12, "12 it."), (cfg["converged_iterations"], f"convergence, {cfg['converged_iterations']} it.")):
         gamma, grid = tuned(lambda g: baselines.FromAdjoint(REDFixedPoint(denoiser, iterations, gamma=g, sigma=sigma)),
                             cfg["red_gamma"], score_tune)
         gammas[iterations] = gamma
+        if "3" not in wanted:
+            break  # Table 4 only needs the 12-iteration RED step
         red = baselines.FromAdjoint(REDFixedPoint(denoiser, iterations, gamma=gamma, sigma=sigma))
         rows.append(row("3", task_name, f"RED ({label})", score(red), gamma=gamma, grid=grid))
         step, grid = tuned(lambda s: baselines.hqs(denoiser, sigma, iterations, stepsize=s), cfg["hqs_stepsize"],
@@ -213,11 +218,13 @@ def tables3and4(faces, denoiser, cfg, device, seed) -> list[dict]:
                        train_denoiser=train_denoiser, lr=cfg["inner_lr"], hidden=cfg["siren_hidden"],
                        layers=cfg["siren_layers"])
 
-    for loss in ("l1", "l2"):
+    for loss in ("l1", "l2") if "3" in wanted else ():
         model = meta_red(False)
         info = train(model, task, cfg, device, seed, f"Meta-RED ({loss.upper()}, fixed DnCNN)", outer_loss=loss)
         rows.append(row("3", task_name, f"Meta-RED ({loss.upper()}, 3x3 = 12 it.)", score(model), gamma=gamma, **info))
 
+    if "4" not in wanted:
+        return rows
     # Table 4: the denoiser trained with the solver
     model = meta_red(True)
     info = train(model, task, cfg, device, seed, "Meta-RED (L2, fine-tuned DnCNN)")
@@ -234,6 +241,10 @@ def tables3and4(faces, denoiser, cfg, device, seed) -> list[dict]:
 
 def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, settings: dict | None = None) -> dict:
     cfg = configure(QUICK if quick else FULL, settings)
+    cfg["tables"] = [str(table) for table in cfg["tables"]]  # `tables=[3]` as well as `tables=['3']`
+    unknown = set(cfg["tables"]) - set(TABLES)
+    if unknown or not cfg["tables"]:
+        raise ValueError(f"the `tables` setting must name some of the tables {list(TABLES)}, got {cfg['tables']}.")
     device = torch.device(device) if device is not None else default_device()
     torch.manual_seed(seed)
     started = time.perf_counter()
@@ -244,7 +255,13 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
     faces, small = split(everything, cfg["img_size"], cfg), split(everything, cfg["pixels_size"], cfg)
     log(f"config: {cfg}")
     log(f"{len(faces[0])} training / {len(faces[1])} test faces (grey), denoiser {cfg['denoiser']}")
-    rows = table1(faces, cfg, device, seed) + table2(small, cfg, device, seed) + tables3and4(faces, denoiser, cfg, device, seed)
+    rows = []
+    if "1" in cfg["tables"]:
+        rows += table1(faces, cfg, device, seed)
+    if "2" in cfg["tables"]:
+        rows += table2(small, cfg, device, seed)
+    if {"3", "4"} & set(cfg["tables"]):
+        rows += tables3and4(faces, denoiser, cfg, device, seed)
     result = {
         "benchmark": "meta-red", "quick": quick, "settings": settings or {}, "device": machine(device),
         "config": dict(cfg, seed=seed, data_root=str(root),
