@@ -31,7 +31,7 @@ def test_a_subset_of_tables_runs_alone(tmp_path):
         pytest.skip("needs the offline data (DEEPINV_META_DATA)")
     from deepinv_meta.benchmarks import meta_red
 
-    settings = {"tables": [4], "train_minutes": 0.01, "test_faces": 1, "tune_faces": 1, "train_faces": 8,
+    settings = {"tables": 4, "train_minutes": 0.01, "test_faces": 1, "tune_faces": 1, "train_faces": 8,
                 "img_size": 16, "siren_hidden": 8, "siren_layers": 2}
     result = meta_red.run(quick=True, device="cpu", root=Path(os.environ["DEEPINV_META_DATA"]), out=tmp_path,
                           settings=settings)

@@ -241,7 +241,8 @@ def tables3and4(faces, denoiser, cfg, device, seed) -> list[dict]:
 
 def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, settings: dict | None = None) -> dict:
     cfg = configure(QUICK if quick else FULL, settings)
-    cfg["tables"] = [str(table) for table in cfg["tables"]]  # `tables=[3]` as well as `tables=['3']`
+    tables = cfg["tables"] if isinstance(cfg["tables"], (list, tuple)) else [cfg["tables"]]
+    cfg["tables"] = [str(table) for table in tables]  # `tables=3`, `tables=[3]` as well as `tables=['3']`
     unknown = set(cfg["tables"]) - set(TABLES)
     if unknown or not cfg["tables"]:
         raise ValueError(f"the `tables` setting must name some of the tables {list(TABLES)}, got {cfg['tables']}.")
