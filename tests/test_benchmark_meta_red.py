@@ -39,6 +39,20 @@ def test_a_subset_of_tables_runs_alone(tmp_path):
     assert len(result["rows"]) == 3 and "Table 3" not in (tmp_path / "table.md").read_text()
 
 
+def test_table3_reports_red_from_the_adjoint_and_from_the_ground_truth(tmp_path):
+    """The reference rows for Meta-RED's last 3 RED iterations: the oracle start (the ground truth) beats A^T y."""
+    if not os.environ.get("DEEPINV_META_DATA"):
+        pytest.skip("needs the offline data (DEEPINV_META_DATA)")
+    from deepinv_meta.benchmarks import meta_red
+
+    settings = {"tables": ["3"], "train_minutes": 0.005, "test_faces": 2, "tune_faces": 1, "train_faces": 8,
+                "img_size": 16, "siren_hidden": 8, "siren_layers": 2, "converged_iterations": 13}
+    result = meta_red.run(quick=True, device="cpu", root=Path(os.environ["DEEPINV_META_DATA"]), settings=settings)
+    psnr = {row["method"]: row["psnr"] for row in result["rows"]}
+    assert {row["table"] for row in result["rows"]} == {"3"} and "Meta-RED (L2, 3x3 = 12 it.)" in psnr
+    assert psnr["RED (3 it. from the ground truth, oracle)"] > psnr["RED (3 it.)"] + 0.5
+
+
 @pytest.mark.parametrize("tables", [["5"], []])
 def test_unknown_or_no_tables_fail_before_training(tables):
     from deepinv_meta.benchmarks import meta_red
