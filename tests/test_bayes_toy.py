@@ -4,7 +4,6 @@ import deepinv as dinv
 import pytest
 import torch
 
-from deepinv_meta import MetaTrainer
 from deepinv_meta.models.bayes import (
     GaussianBayesEstimator,
     gaussian_bayes_estimator,

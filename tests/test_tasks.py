@@ -22,6 +22,7 @@ def test_episodes_are_reproducible_and_draw_new_operators(small_tasks):
         c = task.episode(2, seed=3)
         for field in ("x_train", "y_train", "target_train", "y_test", "target_test"):
             assert torch.equal(getattr(a, field), getattr(b, field)), (task.name, field)
+        assert not torch.equal(c.y_train, a.y_train), task.name  # another seed, another episode
         if task.name == "tv_estimation":
             # the target is prox_TV(y), not x
             assert (a.target_train - a.x_train).abs().max() > 1e-3

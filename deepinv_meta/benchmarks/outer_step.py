@@ -53,7 +53,7 @@ def main(argv=None) -> None:
           f"torch {torch.__version__}")
     second = seconds_per_step(False, args, tasks)
     first = seconds_per_step(True, args, tasks)
-    print(f"| mode                  | s / outer step |")
+    print("| mode                  | s / outer step |")
     print(f"| MAML (second order)   | {second:14.2f} |")
     print(f"| first-order MAML      | {first:14.2f} |")
     print(f"ratio second/first order: {second / first:.2f}")
