@@ -230,8 +230,7 @@ def tables3and4(faces, denoiser, cfg, device, seed) -> list[dict]:
     gamma = gammas[12]  # Meta-RED and the unrolled solvers use the best 12-iteration RED weight
     if "3" in wanted:
         # Meta-RED's output is 3 RED iterations from the adapted SIREN image: what 3 iterations give from
-        # A^T y, and from the ground truth itself (an oracle start: a
-        # reference for what a learned start can give)
+        # A^T y, and from the ground truth itself (an oracle start: a reference for what a learned start can give)
         red3 = REDFixedPoint(denoiser, 3, gamma=gamma, sigma=sigma)
         rows.append(row("3", task_name, "RED (3 it.)", score(baselines.FromAdjoint(red3)), gamma=gamma))
         rows.append(row("3", task_name, "RED (3 it. from the ground truth, oracle)", score(FromTruth(red3), oracle=True),
