@@ -59,3 +59,25 @@ def test_unknown_or_no_tables_fail_before_training(tables):
 
     with pytest.raises(ValueError, match="`tables` setting"):
         meta_red.run(quick=True, device="cpu", settings={"tables": tables})
+
+
+def test_validation_keeps_the_untrained_weights_when_meta_training_ruins_them():
+    """`validate_every`: the starting weights are a candidate, so an absurd outer rate cannot make the model worse."""
+    import copy
+
+    import deepinv as dinv
+    import torch
+
+    from deepinv_meta.benchmarks import meta_red
+    from deepinv_meta.models import GradientDescent, MetaSIREN
+    from deepinv_meta.tasks import Task
+
+    torch.manual_seed(0)
+    physics = dinv.physics.Inpainting((1, 8, 8), mask=0.5)
+    faces = torch.rand(12, 1, 8, 8)
+    model = MetaSIREN((1, 8, 8), solver=GradientDescent(1, 0.9), steps=1, hidden=8, layers=2)
+    start = copy.deepcopy(model.state_dict())
+    cfg = dict(meta_red.QUICK, train_minutes=0.01, validate_every=0.005, outer_lr=10.0)
+    info = meta_red.train(model, Task("inpainting", physics, faces, faces), cfg, "cpu", seed=0, name="ruined")
+    assert info["train_steps"] > 0 and info["selected_step"] == 0
+    assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())
