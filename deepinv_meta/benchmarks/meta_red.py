@@ -46,7 +46,7 @@ from .settings import configure
 # the SIREN image once f ends with 3 strongly data-fitting RED iterations (gradient ~1e-6), so at 1e-2 the SIREN
 # does not move (see docs/benchmarks.rst)
 # `validate_every` (minutes; off by default, as in the committed runs): keep the weights, the starting ones included,
-# with the lowest loss on fixed training episodes, so that meta-training never reports a model worse than its start
+# with the lowest MSE on fixed training episodes, so that meta-training never reports a model worse than its start
 TABLES = ("1", "2", "3", "4")
 
 FULL = dict(
@@ -136,7 +136,7 @@ class FromTruth(torch.nn.Module):
 def train(model, task: Task, cfg: dict, device, seed: int, name: str, outer_loss="l2", lr=None):
     """Supervised training of ``model(y, physics)`` (for test-time optimisers: meta-training) for ``train_minutes``.
 
-    With ``validate_every`` the weights with the lowest loss on fixed training episodes are kept, the
+    With ``validate_every`` the weights with the lowest MSE on fixed training episodes are kept, the
     untrained ones included (measured once before training)."""
     trainer = MetaTrainer(model, [task], inner_steps=0, outer_loss=outer_loss, outer_lr=lr or cfg["outer_lr"],
                           batch_size=cfg["batch_size"], device=device, seed=seed, progress=False, grad_clip=1.0)
