@@ -17,7 +17,10 @@ aligned 89×109 images, area-resized for smaller runs; the first ``train_faces``
   (``converged_iterations``), their step (γ) tuned on training faces; two reference rows: RED for the
   3 iterations that end Meta-RED, from :math:`A^\top y` and from the ground truth (an oracle start).
 - **Table 4**: the same with the denoiser trained: Meta-RED with the DnCNN fine-tuned during
-  meta-training, and RED / HQS unrolled for 12 iterations with the DnCNN trained end to end (L2).
+  meta-training, and RED / HQS unrolled for 12 iterations with the DnCNN trained end to end (L2);
+  every DnCNN trains at the Adam rate ``denoiser_lr``.
+- Every model trains for ``train_minutes``; with ``validate_every`` the weights with the lowest MSE on
+  fixed training episodes, the untrained ones included, are reported.
 - Metrics: MSE, PSNR, SSIM (``deepinv.loss.metric``). LPIPS is not reported: its network weights
   are downloaded at first use and none are available offline.
 """
@@ -44,9 +47,11 @@ from .settings import configure
 # `--set "tables=['3']"` reruns some tables only (Table 4 still tunes the RED step of Table 3's RED (12 it.))
 # `red_inner_lr`: Meta-RED's initial per-weight inner rates. Its inner loss ||A f(phi) - y||^2 barely depends on
 # the SIREN image once f ends with 3 strongly data-fitting RED iterations (gradient ~1e-6), so at 1e-2 the SIREN
-# does not move (see docs/benchmarks.rst)
-# `validate_every` (minutes; off by default, as in the committed runs): keep the weights, the starting ones included,
-# with the lowest MSE on fixed training episodes, so that meta-training never reports a model worse than its start
+# does not move; 100 is the best of 1e-2 / 100 / 300 / 1000 / 3000 measured (see docs/benchmarks.rst)
+# `red_outer_lr`: Adam rate of Meta-RED's SIREN weights and learned inner rates (its denoiser, in Table 4, trains at
+# `denoiser_lr` like the unrolled RED / HQS); with inner rates of 100 the SIREN image is sensitive to its weights
+# `validate_every` (minutes): keep the weights, the starting ones included, with the lowest MSE on fixed training
+# episodes, so that training never reports a model worse than its start (None: keep the last weights)
 TABLES = ("1", "2", "3", "4")
 
 FULL = dict(
@@ -54,13 +59,13 @@ FULL = dict(
     inner_lr=1e-2, outer_lr=1e-4, batch_size=3, train_minutes=4.0, meta_steps=[2, 3, 5, 7],
     observed=[10, 500, 1000, 512], blur_sigma=1.0, noise=0.015, red_sigma=25 / 255,
     red_gamma=[0.5, 2.0, 8.0], hqs_stepsize=[0.5, 2.0, 8.0], converged_iterations=100, tune_faces=4,
-    unet_scales=3, denoiser="weights/kair_dncnn/dncnn_25.pth", tables=list(TABLES), red_inner_lr=1e-2,
-    validate_every=None,
+    unet_scales=3, denoiser="weights/kair_dncnn/dncnn_25.pth", tables=list(TABLES), red_inner_lr=100.0,
+    red_outer_lr=1e-5, denoiser_lr=1e-4, validate_every=1.0,
 )
 QUICK = dict(
     FULL, img_size=32, train_faces=300, test_faces=6, siren_hidden=64, siren_layers=3, outer_lr=1e-3,
     train_minutes=0.3, meta_steps=[2, 5], observed=[500], red_gamma=[2.0], hqs_stepsize=[2.0],
-    converged_iterations=40, tune_faces=2, unet_scales=2,
+    converged_iterations=40, tune_faces=2, unet_scales=2, validate_every=0.1,
 )
 
 
@@ -133,13 +138,14 @@ class FromTruth(torch.nn.Module):
         return self.solver(x, y, physics)
 
 
-def train(model, task: Task, cfg: dict, device, seed: int, name: str, outer_loss="l2", lr=None):
+def train(model, task: Task, cfg: dict, device, seed: int, name: str, outer_loss="l2", lr=None, lr_scales=None):
     """Supervised training of ``model(y, physics)`` (for test-time optimisers: meta-training) for ``train_minutes``.
 
     With ``validate_every`` the weights with the lowest MSE on fixed training episodes are kept, the
     untrained ones included (measured once before training)."""
     trainer = MetaTrainer(model, [task], inner_steps=0, outer_loss=outer_loss, outer_lr=lr or cfg["outer_lr"],
-                          batch_size=cfg["batch_size"], device=device, seed=seed, progress=False, grad_clip=1.0)
+                          lr_scales=lr_scales, batch_size=cfg["batch_size"], device=device, seed=seed, progress=False,
+                          grad_clip=1.0)
     if cfg["validate_every"]:
         trainer.validate()
     seconds = train_for(trainer, cfg["train_minutes"], name, validate_every=cfg["validate_every"])
@@ -254,21 +260,23 @@ def tables3and4(faces, denoiser, cfg, device, seed) -> list[dict]:
 
     for loss in ("l1", "l2") if "3" in wanted else ():
         model = meta_red(False)
-        info = train(model, task, cfg, device, seed, f"Meta-RED ({loss.upper()}, fixed DnCNN)", outer_loss=loss)
+        info = train(model, task, cfg, device, seed, f"Meta-RED ({loss.upper()}, fixed DnCNN)", outer_loss=loss,
+                     lr=cfg["red_outer_lr"])
         rows.append(row("3", task_name, f"Meta-RED ({loss.upper()}, 3x3 = 12 it.)", score(model), gamma=gamma, **info))
 
     if "4" not in wanted:
         return rows
     # Table 4: the denoiser trained with the solver
     model = meta_red(True)
-    info = train(model, task, cfg, device, seed, "Meta-RED (L2, fine-tuned DnCNN)")
+    info = train(model, task, cfg, device, seed, "Meta-RED (L2, fine-tuned DnCNN)", lr=cfg["red_outer_lr"],
+                 lr_scales={"solver.prior.denoiser.": cfg["denoiser_lr"] / cfg["red_outer_lr"]})
     rows.append(row("4", task_name, "Meta-RED (L2, fine-tuned DnCNN)", score(model), **info))
     red = baselines.FromAdjoint(REDFixedPoint(copy.deepcopy(denoiser), 12, gamma=gamma, sigma=sigma, train_denoiser=True))
-    info = train(red, task, cfg, device, seed, "RED unrolled 12 it. (trained DnCNN)", lr=1e-4)
+    info = train(red, task, cfg, device, seed, "RED unrolled 12 it. (trained DnCNN)", lr=cfg["denoiser_lr"])
     rows.append(row("4", task_name, "RED unrolled (12 it., trained DnCNN)", score(red), **info))
     trainable = copy.deepcopy(denoiser).requires_grad_(True)
     hqs = baselines.hqs(trainable, sigma, 12, stepsize=gammas[12], unfold=True)
-    info = train(hqs, task, cfg, device, seed, "HQS unrolled 12 it. (trained DnCNN)", lr=1e-4)
+    info = train(hqs, task, cfg, device, seed, "HQS unrolled 12 it. (trained DnCNN)", lr=cfg["denoiser_lr"])
     rows.append(row("4", task_name, "HQS unrolled (12 it., trained DnCNN)", score(hqs), **info))
     return rows
 
