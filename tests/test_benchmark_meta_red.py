@@ -25,18 +25,39 @@ def test_quick_meta_red_benchmark_writes_the_contract(tmp_path):
     assert (tmp_path / "table.md").stat().st_size > 0
 
 
-def test_a_subset_of_tables_runs_alone(tmp_path):
-    """`--set "tables=['4']"` trains Table 4's models only, with the RED step tuned as for Table 3."""
+def test_a_subset_of_tables_runs_alone(tmp_path, monkeypatch):
+    """`--set "tables=['4']"` trains Table 4's models only, with the RED step tuned as for Table 3; every
+    DnCNN trains at `denoiser_lr`, Meta-RED's SIREN and inner rates at `red_outer_lr`."""
     if not os.environ.get("DEEPINV_META_DATA"):
         pytest.skip("needs the offline data (DEEPINV_META_DATA)")
     from deepinv_meta.benchmarks import meta_red
 
+    trainers = []
+
+    class RecordingTrainer(meta_red.MetaTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            trainers.append(self)
+
+    monkeypatch.setattr(meta_red, "MetaTrainer", RecordingTrainer)
     settings = {"tables": 4, "train_minutes": 0.01, "test_faces": 1, "tune_faces": 1, "train_faces": 8,
-                "img_size": 16, "siren_hidden": 8, "siren_layers": 2}
+                "img_size": 16, "siren_hidden": 8, "siren_layers": 2, "red_outer_lr": 3e-6, "denoiser_lr": 2e-4}
     result = meta_red.run(quick=True, device="cpu", root=Path(os.environ["DEEPINV_META_DATA"]), out=tmp_path,
                           settings=settings)
     assert {row["table"] for row in result["rows"]} == {"4"}
     assert len(result["rows"]) == 3 and "Table 3" not in (tmp_path / "table.md").read_text()
+
+    assert len(trainers) == 3  # Meta-RED, RED unrolled, HQS unrolled
+    for trainer in trainers:
+        denoiser = {id(p) for name, p in trainer.model.named_parameters() if ".denoiser." in f".{name}"}
+        assert denoiser, "each Table 4 model trains a DnCNN"
+        for group in trainer.optimizer.param_groups:
+            ids = {id(p) for p in group["params"]}
+            if ids <= denoiser:
+                assert group["lr"] == pytest.approx(2e-4)
+            else:
+                assert not ids & denoiser and group["lr"] == pytest.approx(3e-6)
+    assert len(trainers[0].optimizer.param_groups) == 2  # Meta-RED: its SIREN and inner rates, its DnCNN
 
 
 def test_table3_reports_red_from_the_adjoint_and_from_the_ground_truth(tmp_path):
