@@ -9,7 +9,7 @@ The Meta-Prior protocol (Terris & Moreau) in a few minutes of CPU:
    supervised outer loss;
 2. fine-tune it on an unseen task, noiseless x2 super-resolution by decimation, with the same
    unsupervised loss (no ground truth) and, for comparison, with a supervised loss;
-3. compare with deepinv baselines (zero-filling, TGV) and with the same network fine-tuned from a
+3. compare with deepinv baselines (zero-filling, bicubic, TGV) and with the same network fine-tuned from a
    random initialisation.
 
 Images are bundled with scikit-image, so it runs offline. The full benchmark
@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from deepinv_meta import MetaPDNet, MetaTrainer, finetune
-from deepinv_meta.baselines import Adjoint, psnr_per_image, tgv
+from deepinv_meta.baselines import Adjoint, Bicubic, psnr_per_image, tgv
 from deepinv_meta.data import center_crop, embedded_images, extract_patches
 from deepinv_meta.tasks import decimation, meta_prior_tasks
 
@@ -93,11 +93,14 @@ plt.tight_layout()
 # %%
 # Comparison with deepinv baselines
 # ---------------------------------
-# TGV solved by HQS (deepinv ``TGVDenoiser`` as the proximal step), no learning at all.
+# Bicubic interpolation, and TGV solved by HQS (deepinv ``TGVDenoiser`` as the proximal step) started from
+# it, no learning at all. From the zero-filled :math:`A^\top y` instead, the proximal steps barely fill the
+# missing pixels (about 10 dB), which would make a strawman of the classical prior.
 
 rows = {
     "zero-filled A^T y": Adjoint(),
-    "TGV (HQS)": tgv(0.01, iterations=10, inner_iterations=50),
+    "bicubic": Bicubic(2),
+    "TGV (HQS, bicubic start)": tgv(0.01, iterations=10, inner_iterations=50, init=Bicubic(2)),
     "meta-model, no fine-tuning": trainer.model,
     "meta + 30 unsup. steps": adapted[("meta-init", "unsupervised")],
     "meta + 30 sup. steps": adapted[("meta-init", "supervised")],
@@ -116,3 +119,13 @@ axes[-1].set_title("ground truth", fontsize=7)
 axes[-1].axis("off")
 plt.tight_layout()
 plt.show()
+
+# %%
+# What to read from it
+# --------------------
+# With 90 seconds of meta-training on a handful of images, the meta-model transfers to the unseen
+# operator (about 22 dB before any fine-tuning, against about 10 dB for the zero-filled input) and 30
+# supervised steps from it beat 30 steps from random init by about 10 dB; but bicubic interpolation
+# and TGV started from it (about 28 dB) stay ahead, and unsupervised fine-tuning lowers the PSNR
+# (decimation leaves the odd pixels free). ``deepinv-meta benchmark meta-prior`` measures the same
+# comparison at the paper's scale, with DPIR among the baselines; see the benchmarks page.

@@ -38,3 +38,24 @@ def test_quick_gaussian_toy_reports_learned_maps_against_the_theorem_31_optimum(
             assert 0 < rows[(split, method)]["rel_error_im_to_ker"] < 3
     assert result["theorem_3_1"]["kernel_change_after_2000_gd_steps"] < 1e-6 < result["theorem_3_1"]["image_change_after_2000_gd_steps"]
     assert (tmp_path / "table.md").read_text().count("|") > 20 and (tmp_path / "im_to_ker_maps.png").stat().st_size > 0
+
+
+def test_meta_training_with_validation_keeps_the_best_weights(tmp_path):
+    """`--set validate_every=...`: the meta-model is validated before and during training and the weights with
+    the lowest held-out loss are kept (and saved), not the last ones."""
+    import torch
+
+    from deepinv_meta.benchmarks import meta_prior
+    from deepinv_meta.io import load
+    from deepinv_meta.tasks import meta_prior_tasks
+
+    cfg = meta_prior.configure(meta_prior.QUICK, {"depth": 2, "channels": 2, "batch_size": 2, "train_minutes": 0.05,
+                                                  "validate_every": 0.01, "outer_lr": 0.5})
+    tasks = meta_prior_tasks(torch.rand(12, 1, 16, 16), seed=0)
+    trainer, _ = meta_prior.meta_train("supervised", tasks, cfg, "cpu", 0, tmp_path)
+    assert len(trainer.validation) >= 3 and trainer.validation[0]["step"] == 0
+    losses = {v["step"]: v["loss"] for v in trainer.validation}
+    assert trainer.selected_step == min(losses, key=losses.get)
+    saved, metadata = load(tmp_path / "meta_pdnet_supervised.pt", return_metadata=True)
+    assert metadata["selected_step"] == trainer.selected_step and metadata["outer_steps"] == trainer.step
+    assert torch.equal(saved.weight, trainer.model.weight.detach().cpu())

@@ -35,7 +35,7 @@ from ..io import load, save
 from ..models import MetaPDNet
 from ..tasks import decimation, meta_prior_tasks
 from ..weights import load_denoiser
-from .report import machine, markdown_table, write_results, write_table
+from .report import machine, markdown_table, train_for, write_results, write_table
 from .settings import configure
 
 FULL = dict(
@@ -52,6 +52,10 @@ FULL = dict(
     sr_test_crop=None, mri_crop=None, mri_center_fraction=0.08, mri_acceleration=4,
     wavelet_grid=[0.001, 0.003, 0.01, 0.03], tgv_grid=[0.003, 0.01, 0.03], tgv_iterations=10,
     dpir_grid=[1 / 255, 2 / 255, 4 / 255, 8 / 255], dpir_iterations=[8, 24], denoiser="weights/ipol_ffdnet/net_gray.pth",
+    # Keep-best meta-training (minutes between validations on fixed BSD68 episodes of the training tasks;
+    # None: keep the last weights, as the committed run). Use it for longer runs: at outer lr 5e-3 the
+    # supervised meta-model, fine after 315 outer steps, had collapsed by step 615 (docs/benchmarks.rst).
+    validate_every=None,
 )
 QUICK = dict(
     FULL, depth=8, channels=16, train_minutes=1.0, val_images=5, eval_episodes=1, finetune_patches=8,
@@ -125,14 +129,18 @@ def meta_train(inner_loss: str, tasks, cfg: dict, device, seed: int, out: Path |
             save(trainer.model, out / f"meta_pdnet_{inner_loss}.pt", inner_loss=inner_loss, outer_steps=steps,
                  train_time_s=seconds)
         return trainer, seconds
-    start = time.perf_counter()
-    trainer.train(steps=10**7, max_time=60 * cfg["train_minutes"])
-    seconds = time.perf_counter() - start
-    log(f"  {inner_loss} inner loss: {trainer.step} outer steps in {seconds:.0f} s "
-        f"({seconds / max(trainer.step, 1):.2f} s/step), last outer loss {trainer.history[-1].get('outer_loss', float('nan')):.3e}")
+    if cfg["validate_every"]:
+        trainer.validate()  # the untrained weights are a candidate too
+        seconds = train_for(trainer, cfg["train_minutes"], f"{inner_loss} inner loss", validate_every=cfg["validate_every"])
+    else:
+        start = time.perf_counter()
+        trainer.train(steps=10**7, max_time=60 * cfg["train_minutes"])
+        seconds = time.perf_counter() - start
+        log(f"  {inner_loss} inner loss: {trainer.step} outer steps in {seconds:.0f} s ({seconds / max(trainer.step, 1):.2f} "
+            f"s/step), last outer loss {trainer.history[-1].get('outer_loss', float('nan')):.3e}")
     if out is not None:
         save(trainer.model, out / f"meta_pdnet_{inner_loss}.pt", inner_loss=inner_loss, outer_steps=trainer.step,
-             train_time_s=seconds)
+             selected_step=trainer.selected_step, train_time_s=seconds)
     return trainer, seconds
 
 
@@ -227,7 +235,8 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, re
             for which in ("meta", "adapted"):
                 method = f"{inner_loss} meta-model" + (" (inner model, 1 step)" if which == "adapted" else "")
                 rows.append({"task": f"train task: {task}", "method": method, "psnr": score[which],
-                             "psnr_std": score[f"{which}_std"], "outer_steps": trainer.step, "train_time_s": seconds})
+                             "psnr_std": score[f"{which}_std"], "outer_steps": trainer.step, "train_time_s": seconds,
+                             **({"selected_step": trainer.selected_step} if trainer.validation else {})})
 
     physics = unseen_physics(data, cfg, device, seed)
     for task, key in (("SR x2", "sr"), ("MRI x4", "mri")):
