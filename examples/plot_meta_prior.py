@@ -23,7 +23,6 @@ with DPIR and a wavelet prior.
 # Every outer step draws a new operator per task (noise level, blur kernel, mask) and takes one
 # inner Adam step from the meta-weights before scoring the adapted model on held-out patches.
 
-import deepinv as dinv
 import matplotlib.pyplot as plt
 import torch
 
