@@ -126,5 +126,5 @@ plt.show()
 # operator (about 22 dB before any fine-tuning, against about 10 dB for the zero-filled input) and 30
 # supervised steps from it beat 30 steps from random init by about 10 dB; but bicubic interpolation
 # and TGV started from it (about 28 dB) stay ahead, and unsupervised fine-tuning lowers the PSNR
-# (decimation leaves the odd pixels free). ``deepinv-meta benchmark meta-prior`` measures the same
+# (decimation leaves three pixels in four free). ``deepinv-meta benchmark meta-prior`` measures the same
 # comparison at the paper's scale, with DPIR among the baselines; see the benchmarks page.
