@@ -131,13 +131,7 @@ def meta_train(inner_loss: str, tasks, cfg: dict, device, seed: int, out: Path |
         return trainer, seconds
     if cfg["validate_every"]:
         trainer.validate()  # the untrained weights are a candidate too
-        seconds = train_for(trainer, cfg["train_minutes"], f"{inner_loss} inner loss", validate_every=cfg["validate_every"])
-    else:
-        start = time.perf_counter()
-        trainer.train(steps=10**7, max_time=60 * cfg["train_minutes"])
-        seconds = time.perf_counter() - start
-        log(f"  {inner_loss} inner loss: {trainer.step} outer steps in {seconds:.0f} s ({seconds / max(trainer.step, 1):.2f} "
-            f"s/step), last outer loss {trainer.history[-1].get('outer_loss', float('nan')):.3e}")
+    seconds = train_for(trainer, cfg["train_minutes"], f"{inner_loss} inner loss", validate_every=cfg["validate_every"])
     if out is not None:
         save(trainer.model, out / f"meta_pdnet_{inner_loss}.pt", inner_loss=inner_loss, outer_steps=trainer.step,
              selected_step=trainer.selected_step, train_time_s=seconds)
