@@ -1,4 +1,4 @@
-"""Command line: ``deepinv-meta demo`` and ``deepinv-meta benchmark NAME``."""
+"""Command line: ``deepinv-meta demo | train | finetune | evaluate | benchmark NAME``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--finetune-steps", type=int, default=50, help="fine-tuning steps (default 50)")
     demo.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     demo.add_argument("--seed", type=int, default=0)
+    add_train_parser(commands)
+    add_finetune_parser(commands)
+    add_evaluate_parser(commands)
     bench = commands.add_parser("benchmark", help="reproduce a paper's experiments at CPU scale (results.json, table.md, figures)")
     bench.add_argument("name", choices=sorted(BENCHMARKS), help="which paper")
     bench.add_argument("--quick", action="store_true", help="small configuration (< 10 min on CPU)")
@@ -32,6 +35,81 @@ def build_parser() -> argparse.ArgumentParser:
                             "the settings are printed at the start of a run and stored in results.json")
     bench.add_argument("--seed", type=int, default=0)
     return parser
+
+
+# --physics parameters: argument name -> (type, help); build_physics refuses those the operator does not take
+PHYSICS_OPTIONS = {
+    "factor": (int, "sr: downsampling factor (default 2)"),
+    "ratio": (float, "inpainting: fraction of pixels kept (default 0.5)"),
+    "acceleration": (int, "mri: undersampling factor (default 4)"),
+    "center_fraction": (float, "mri: fully sampled centre fraction (default 0.08)"),
+    "blur_sigma": (float, "blur: Gaussian kernel standard deviation in pixels (default 1)"),
+}
+
+
+def add_common_options(parser, images_help: str) -> None:
+    parser.add_argument("--images", default=None, metavar="DIR", help=images_help)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def add_physics_options(parser, required: bool) -> None:
+    from .physics import PHYSICS
+
+    parser.add_argument("--physics", choices=sorted(PHYSICS), required=required, default=None,
+                        help="the unseen operator" + ("" if required else " (default: the one stored by finetune)"))
+    for name, (kind, text) in PHYSICS_OPTIONS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=text)
+    parser.add_argument("--noise", type=float, default=0.0, help="Gaussian noise standard deviation (default 0)")
+
+
+def physics_options(args) -> dict:
+    return {name: getattr(args, name) for name in PHYSICS_OPTIONS if getattr(args, name) is not None}
+
+
+def add_train_parser(commands) -> None:
+    train = commands.add_parser("train", help="meta-train a MetaPDNet on the four Meta-Prior tasks (resumable)")
+    train.add_argument("--out", required=True, metavar="FILE", help="where to save the meta-model (.pt)")
+    add_common_options(train, "training images (default: scikit-image's bundled images)")
+    train.add_argument("--val-images", default=None, metavar="DIR",
+                       help="held-out images for the outer loss (default: 20%% of the training patches)")
+    train.add_argument("--patch-size", type=int, default=64)
+    train.add_argument("--inner-loss", choices=("supervised", "unsupervised"), default="unsupervised")
+    train.add_argument("--inner-steps", type=int, default=1)
+    train.add_argument("--inner-lr", type=float, default=1e-3)
+    train.add_argument("--lam", type=float, default=0.0, help="proximal weight lambda of the inner problem")
+    train.add_argument("--outer-lr", type=float, default=5e-3)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--depth", type=int, default=20, help="MetaPDNet layers (default 20)")
+    train.add_argument("--channels", type=int, default=32, help="filters per layer (default 32)")
+    train.add_argument("--steps", type=int, default=1000, help="total outer steps (default 1000)")
+    train.add_argument("--minutes", type=float, default=None, help="stop earlier after this many minutes")
+    train.add_argument("--checkpoint", default=None, metavar="FILE",
+                       help="trainer checkpoint, resumed when it exists (default: OUT.trainer.pt)")
+
+
+def add_finetune_parser(commands) -> None:
+    tune = commands.add_parser("finetune", help="adapt a saved model to an unseen operator, with or without ground truth")
+    tune.add_argument("model", help="a model saved by train, a benchmark or deepinv_meta.save")
+    tune.add_argument("--out", required=True, metavar="FILE", help="where to save the adapted model (.pt)")
+    add_physics_options(tune, required=True)
+    add_common_options(tune, "fine-tuning images, cut into patches (default: scikit-image's bundled images)")
+    tune.add_argument("--size", type=int, default=64, help="patch size (default 64)")
+    tune.add_argument("--patches", type=int, default=32, help="number of patches (default 32)")
+    tune.add_argument("--loss", choices=("supervised", "unsupervised"), default="unsupervised")
+    tune.add_argument("--steps", type=int, default=50)
+    tune.add_argument("--lr", type=float, default=1e-3)
+    tune.add_argument("--lam", type=float, default=0.0, help="proximal weight lambda (keeps the weights near the meta-model)")
+    tune.add_argument("--batch-size", type=int, default=None, help="patches per step (default: all)")
+
+
+def add_evaluate_parser(commands) -> None:
+    evaluate = commands.add_parser("evaluate", help="PSNR table of saved models beside the adjoint (and bicubic for sr)")
+    evaluate.add_argument("models", nargs="+", help="model files (.pt)")
+    add_physics_options(evaluate, required=False)
+    add_common_options(evaluate, "test images, centre-cropped to --size (default: scikit-image's bundled test images)")
+    evaluate.add_argument("--size", type=int, default=128, help="centre crop (default 128)")
+    evaluate.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
 
 
 # name -> module under deepinv_meta.benchmarks with run(quick, device, root, out, seed)
@@ -51,6 +129,36 @@ def main(argv=None) -> int:
                  finetune_steps=args.finetune_steps, device=args.device, seed=args.seed)
     elif args.command == "benchmark":
         return run_benchmark(args)
+    else:
+        return run_workflow(args)
+    return 0
+
+
+def run_workflow(args) -> int:
+    """``train``, ``finetune`` or ``evaluate``; a bad input (missing file, wrong parameter) exits with 2."""
+    from . import commands
+
+    try:
+        if args.command == "train":
+            commands.run_train(
+                args.out, images=args.images, val_images=args.val_images, patch_size=args.patch_size,
+                inner_loss=args.inner_loss, inner_steps=args.inner_steps, inner_lr=args.inner_lr, lam=args.lam,
+                outer_lr=args.outer_lr, batch_size=args.batch_size, depth=args.depth, channels=args.channels,
+                steps=args.steps, minutes=args.minutes, checkpoint=args.checkpoint, device=args.device,
+                seed=args.seed, progress=sys.stderr.isatty())
+        elif args.command == "finetune":
+            commands.run_finetune(
+                args.model, args.out, physics=args.physics, noise=args.noise, images=args.images, size=args.size,
+                patches=args.patches, loss=args.loss, steps=args.steps, lr=args.lr, lam=args.lam,
+                batch_size=args.batch_size, device=args.device, seed=args.seed, progress=sys.stderr.isatty(),
+                **physics_options(args))
+        else:
+            commands.run_evaluate(args.models, physics=args.physics, noise=args.noise, images=args.images,
+                                  size=args.size, device=args.device, seed=args.seed, json_out=args.json,
+                                  **physics_options(args))
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -17,6 +17,9 @@ EMBEDDED_IMAGES = (
     "camera", "astronaut", "coins", "moon", "text", "brick", "grass",
     "gravel", "page", "clock", "coffee", "chelsea", "rocket", "cell",
 )
+# the default split of the command line and the demo: train on some, evaluate on the others
+EMBEDDED_TRAIN = ("coins", "moon", "text", "brick", "grass", "gravel", "page", "clock", "chelsea", "rocket", "cell")
+EMBEDDED_TEST = ("camera", "astronaut", "coffee")
 
 
 def as_image_batch(images, what: str = "images") -> torch.Tensor:
@@ -95,6 +98,13 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     return image[..., top : top + size, left : left + size]
 
 
+def as_complex(images: torch.Tensor) -> torch.Tensor:
+    """Real images ``(N, 1, H, W)`` as deepinv's two-channel complex layout ``(N, 2, H, W)`` (zero imaginary part)."""
+    if images.dim() != 4 or images.shape[1] != 1:
+        raise ValueError(f"expected real images of shape (N, 1, H, W), got {tuple(images.shape)}.")
+    return torch.cat([images, torch.zeros_like(images)], dim=1)
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """The offline data folder: ``root`` if given, else ``$DEEPINV_META_DATA``; errors name the variable."""
     root = root or os.environ.get("DEEPINV_META_DATA")
@@ -144,8 +154,8 @@ def load_knee_slices(root: str | os.PathLike | None = None, patients=range(1, 11
             raise FileNotFoundError(f"knee slice {path} not found (expected the offline data layout mri/knee/P1..P10).")
         magnitude = torch.from_numpy(np.load(path).astype(np.float32))
         magnitude = magnitude / magnitude.max()
-        slices.append(torch.stack([magnitude, torch.zeros_like(magnitude)]))
-    return torch.stack(slices)
+        slices.append(magnitude[None])
+    return as_complex(torch.stack(slices))
 
 
 def load_mnist(root: str | os.PathLike | None = None, file: str = "t10k-images-idx3-ubyte.gz") -> torch.Tensor:

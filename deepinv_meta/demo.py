@@ -18,12 +18,10 @@ import torch
 from .baselines import Adjoint, Bicubic
 from .bilevel import MetaTrainer, finetune
 from .bilevel.trainer import default_device
-from .data import center_crop, embedded_images, extract_patches
+from .data import EMBEDDED_TEST, EMBEDDED_TRAIN, center_crop, embedded_images, extract_patches
 from .models import MetaPDNet
 from .tasks import meta_prior_tasks
 
-TEST_IMAGES = ("camera", "astronaut", "coffee")
-TRAIN_IMAGES = ("coins", "moon", "text", "brick", "grass", "gravel", "page", "clock", "chelsea", "rocket", "cell")
 
 
 def psnr_stats(model, physics, x, y) -> tuple[float, float]:
@@ -50,7 +48,7 @@ def run_demo(
     print(f"deepinv-meta demo | device {device} ({platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads) | torch {torch.__version__} | deepinv {dinv.__version__}")
 
-    train_images = embedded_images(TRAIN_IMAGES)
+    train_images = embedded_images(EMBEDDED_TRAIN)
     tasks = meta_prior_tasks(train_images, patch_size=patch_size, seed=seed)
     print(f"meta-training MetaPDNet(depth={depth}, channels={channels}) on {len(tasks[0].train_data)} "
           f"{patch_size}x{patch_size} patches of scikit-image images, tasks: {', '.join(t.name for t in tasks)}; "
@@ -68,7 +66,7 @@ def run_demo(
     # Unseen task: noiseless x2 super-resolution by decimation (no antialiasing filter), as in the
     # paper, where SR is "inpainting with a periodic mask".
     factor, size = 2, 128
-    x_test = torch.stack([center_crop(im, size) for im in embedded_images(TEST_IMAGES)]).to(device)
+    x_test = torch.stack([center_crop(im, size) for im in embedded_images(EMBEDDED_TEST)]).to(device)
     sr_test = dinv.physics.Downsampling(img_size=(1, size, size), factor=factor, filter=None, device=device)
     y_test = sr_test(x_test)
     x_ft = extract_patches(train_images, 64)[::4][:finetune_patches].to(device)
@@ -86,7 +84,7 @@ def run_demo(
             rows.append((f"{label} + {finetune_steps} {loss} steps", adapted))
 
     table = []
-    print(f"\nUnseen task: noiseless SR x{factor} (decimation), test = {size}x{size} crops of {', '.join(TEST_IMAGES)} "
+    print(f"\nUnseen task: noiseless SR x{factor} (decimation), test = {size}x{size} crops of {', '.join(EMBEDDED_TEST)} "
           f"(held out), fine-tuning = {len(x_ft)} 64x64 patches of the training images")
     print(f"| {'method':40s} | PSNR (dB)      |")
     print(f"|{'-' * 42}|{'-' * 16}|")

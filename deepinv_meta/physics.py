@@ -1,4 +1,5 @@
-r"""Physics helpers: mask generators for partially observed data (Fablet, Drumetz & Rousseau,
+r"""Physics helpers: unseen-task operators by name (:func:`build_physics`, used by the command line and
+the Meta-Prior benchmark), mask generators for partially observed data (Fablet, Drumetz & Rousseau,
 section 4) and the real-to-complex cast for physics that take complex images.
 
 Both draw masks for deepinv's :class:`deepinv.physics.Inpainting`, whose measurements are
@@ -11,8 +12,83 @@ components are channels and time is the width of a one-pixel-high image, so that
 
 from __future__ import annotations
 
+import deepinv as dinv
 import torch
 from deepinv.physics.generator import PhysicsGenerator
+
+# operator name -> its parameters and their defaults (the command line's --physics choices)
+PHYSICS = {
+    "sr": {"factor": 2},
+    "inpainting": {"ratio": 0.5},
+    "mri": {"acceleration": 4, "center_fraction": 0.08},
+    "blur": {"blur_sigma": 1.0},
+    "denoising": {},
+}
+
+
+def build_physics(name: str, size: tuple[int, int], *, channels: int = 1, noise: float = 0.0, seed: int = 0,
+                  device="cpu", **params) -> dinv.physics.Physics:
+    r"""A deepinv operator for an unseen task, by name, for images of spatial size ``size``.
+
+    - ``"sr"``: noiseless decimation by ``factor`` (:func:`deepinv_meta.tasks.decimation`, the
+      Meta-Prior paper's super-resolution);
+    - ``"inpainting"``: a fixed random pixel mask keeping a fraction ``ratio`` of the pixels;
+    - ``"mri"``: single-coil Cartesian MRI (deepinv ``MRI``) with a fixed random mask of acceleration
+      ``acceleration`` and a fully sampled centre ``center_fraction``; it takes two-channel complex
+      images ``(B, 2, H, W)`` (:func:`deepinv_meta.data.as_complex`), whatever ``channels`` says;
+    - ``"blur"``: Gaussian blur of standard deviation ``blur_sigma`` pixels, circular boundary;
+    - ``"denoising"``: the identity (with ``noise`` > 0).
+
+    Random masks are drawn from ``seed``, so that the same call gives the same operator (fine-tune and
+    evaluate at the same ``size`` to keep the very same mask). ``noise`` is the standard deviation of
+    additive Gaussian noise (0: noiseless).
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_meta.physics import build_physics
+    >>> physics = build_physics("sr", (16, 16), factor=2)
+    >>> physics(torch.rand(1, 1, 16, 16)).shape
+    torch.Size([1, 1, 8, 8])
+    >>> mri = build_physics("mri", (16, 16), acceleration=4)
+    >>> mri(torch.rand(1, 2, 16, 16)).shape
+    torch.Size([1, 2, 16, 16])
+    """
+    if name not in PHYSICS:
+        raise ValueError(f"unknown physics {name!r}; choose among {sorted(PHYSICS)}.")
+    unknown = set(params) - set(PHYSICS[name])
+    if unknown:
+        raise ValueError(f"physics {name!r} takes {sorted(PHYSICS[name]) or 'no parameters'}, not {sorted(unknown)}.")
+    params = {**PHYSICS[name], **params}
+    if not noise >= 0:
+        raise ValueError(f"noise (a standard deviation) must be >= 0, got {noise!r}.")
+    height, width = size
+    img_size = (channels, height, width)
+    rng = torch.Generator().manual_seed(seed)
+    if name == "sr":
+        from .tasks import decimation
+
+        if height % params["factor"] or width % params["factor"]:
+            raise ValueError(f"sr with factor {params['factor']} needs a size divisible by it, got {tuple(size)}.")
+        physics = decimation(img_size, factor=params["factor"], device=device)
+    elif name == "inpainting":
+        if not 0 < params["ratio"] <= 1:
+            raise ValueError(f"inpainting ratio (fraction of pixels kept) must be in (0, 1], got {params['ratio']!r}.")
+        mask = (torch.rand((1, height, width), generator=rng) < params["ratio"]).float()
+        physics = dinv.physics.Inpainting(img_size=img_size, mask=mask.to(device), device=device)
+    elif name == "mri":
+        generator = dinv.physics.generator.RandomMaskGenerator(
+            img_size=(height, width), acceleration=params["acceleration"], center_fraction=params["center_fraction"], rng=rng)
+        mask = generator.step(batch_size=1)["mask"][0]
+        physics = dinv.physics.MRI(mask=mask.to(device), img_size=(2, height, width), device=device)
+    elif name == "blur":
+        kernel = dinv.physics.blur.gaussian_blur(sigma=params["blur_sigma"], device=device)
+        physics = dinv.physics.BlurFFT(img_size=img_size, filter=kernel, device=device)
+    else:
+        physics = dinv.physics.Denoising()
+    physics.noise_model = (dinv.physics.GaussianNoise(sigma=noise, rng=torch.Generator(device).manual_seed(seed + 1))
+                           if noise > 0 else dinv.physics.ZeroNoise())
+    return physics
 
 
 def to_physics_input(x: torch.Tensor, complex_physics: bool) -> torch.Tensor:

@@ -76,6 +76,13 @@ def test_resume_with_a_different_configuration_is_refused(small_tasks, tmp_path)
         make_trainer(small_tasks, checkpoint=tmp_path / "run.pt", inner_steps=3)
 
 
+def test_resume_with_a_different_model_is_refused_with_the_fix(small_tasks, tmp_path):
+    make_trainer(small_tasks, checkpoint=tmp_path / "run.pt").train(steps=1)
+    with pytest.raises(ValueError, match="Build the same model"):
+        MetaTrainer(MetaPDNet(depth=4, channels=6), small_tasks, checkpoint=tmp_path / "run.pt", progress=False,
+                    inner_loss="unsupervised", inner_steps=2, batch_size=2, device="cpu")
+
+
 def test_non_finite_outer_loss_never_updates_the_meta_weights(small_tasks):
     trainer = make_trainer(small_tasks, max_skipped=3)
     poisoned = small_tasks[0]

@@ -33,7 +33,8 @@ from ..bilevel.trainer import default_device
 from ..data import data_root, extract_patches, load_image_folder, load_knee_slices
 from ..io import load, save
 from ..models import MetaPDNet
-from ..tasks import decimation, meta_prior_tasks
+from ..physics import build_physics
+from ..tasks import meta_prior_tasks
 from ..weights import load_denoiser
 from .report import machine, markdown_table, train_for, write_results, write_table
 from .settings import configure
@@ -99,14 +100,11 @@ def load_data(root: Path, cfg: dict, device) -> dict:
 def unseen_physics(data: dict, cfg: dict, device, seed: int) -> dict:
     """``{task: (physics for fine-tuning, physics for testing)}``; SR needs one per image size."""
     ft_size, test_size = data["sr_finetune"].shape[-1], tuple(data["sr_test"].shape[-2:])
-    sr_ft = decimation((1, ft_size, ft_size), factor=2, device=device)
-    sr_test = decimation((1, *test_size), factor=2, device=device)
-    mask = dinv.physics.generator.RandomMaskGenerator(
-        img_size=tuple(data["mri_test"].shape[-2:]), acceleration=cfg["mri_acceleration"],
-        center_fraction=cfg["mri_center_fraction"], rng=torch.Generator().manual_seed(seed),
-    ).step(batch_size=1)["mask"][0]
+    sr_ft = build_physics("sr", (ft_size, ft_size), factor=2, device=device)
+    sr_test = build_physics("sr", test_size, factor=2, device=device)
     # One fixed mask: the task is "this scanner protocol", fine-tuned and tested on the same mask (paper).
-    mri = dinv.physics.MRI(mask=mask.to(device), img_size=tuple(data["mri_test"].shape[1:]), device=device)
+    mri = build_physics("mri", tuple(data["mri_test"].shape[-2:]), acceleration=cfg["mri_acceleration"],
+                        center_fraction=cfg["mri_center_fraction"], seed=seed, device=device)
     return {"SR x2": (sr_ft, sr_test), "MRI x4": (mri, mri)}
 
 

@@ -452,6 +452,13 @@ class MetaTrainer:
                 f"checkpoint {path} was written with a different configuration "
                 f"(now, in checkpoint): {differing}. Use the same settings, or another checkpoint path."
             )
+        model_now = (type(self.model).__name__, getattr(self.model, "config", None))
+        model_saved = (state.get("model_class"), state.get("model_config"))
+        if model_now[1] is not None and model_saved[1] is not None and model_now != model_saved:
+            raise ValueError(
+                f"checkpoint {path} holds {model_saved[0]}({model_saved[1]}) but the model to train is "
+                f"{model_now[0]}({model_now[1]}). Build the same model, or use another checkpoint path."
+            )
         self.model.load_state_dict(state["model"])
         self.inner.load_state_dict(state["inner"])
         self.optimizer.load_state_dict(state["optimizer"])

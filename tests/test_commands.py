@@ -1,0 +1,112 @@
+"""`deepinv-meta train | finetune | evaluate` and the operators they build by name."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deepinv_meta import MetaPDNet, load
+from deepinv_meta.cli import main
+from deepinv_meta.physics import PHYSICS, build_physics
+
+
+@pytest.mark.parametrize("name", sorted(PHYSICS))
+def test_every_named_operator_measures_and_back_projects(name):
+    physics = build_physics(name, (16, 16), noise=0.01 if name == "denoising" else 0.0)
+    x = torch.rand(2, 2 if name == "mri" else 1, 16, 16)
+    y = physics(x)
+    assert physics.A_adjoint(y).shape == x.shape
+    if name != "denoising":  # the others are noiseless here: A x is exactly what was measured
+        torch.testing.assert_close(physics.A(x), y)
+
+
+def test_random_operators_are_fixed_by_their_seed():
+    masks = [build_physics("inpainting", (16, 16), ratio=0.3, seed=s).mask for s in (0, 0, 1)]
+    assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
+    assert 0.15 < masks[0].mean().item() < 0.45
+    mri = build_physics("mri", (32, 32), acceleration=4, center_fraction=0.125, seed=3).mask
+    assert mri[0, 0, :, 14:18].eq(1).all()  # fully sampled centre columns
+    assert mri.mean().item() == pytest.approx(0.25, abs=0.05)
+
+
+def test_bad_operator_requests_name_the_problem():
+    with pytest.raises(ValueError, match="choose among"):
+        build_physics("ct", (16, 16))
+    with pytest.raises(ValueError, match=r"takes \['acceleration', 'center_fraction'\], not \['factor'\]"):
+        build_physics("mri", (16, 16), factor=2)
+    with pytest.raises(ValueError, match="divisible"):
+        build_physics("sr", (15, 16), factor=2)
+    with pytest.raises(ValueError, match="noise"):
+        build_physics("denoising", (16, 16), noise=-1.0)
+
+
+def write_images(folder, count=3, size=48, seed=0):
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for k in range(count):
+        smooth = rng.random((size // 8, size // 8)).repeat(8, 0).repeat(8, 1)  # blocky, not pure noise
+        Image.fromarray((255 * smooth).astype(np.uint8)).save(folder / f"im{k}.png")
+    return folder
+
+
+def test_train_finetune_evaluate_workflow(tmp_path, capsys):
+    images = write_images(tmp_path / "train")
+    meta = tmp_path / "meta.pt"
+    train = ["train", "--out", str(meta), "--images", str(images), "--patch-size", "16", "--depth", "3",
+             "--channels", "4", "--batch-size", "2", "--device", "cpu"]
+    assert main(train + ["--steps", "2"]) == 0
+    assert main(train + ["--steps", "3"]) == 0  # resumes from meta.pt.trainer.pt and does one more step
+    assert "resuming from" in capsys.readouterr().out
+    model, metadata = load(meta, return_metadata=True)
+    assert isinstance(model, MetaPDNet) and model.depth == 3 and metadata["outer_steps"] == 3
+
+    adapted = tmp_path / "sr.pt"
+    assert main(["finetune", str(meta), "--out", str(adapted), "--physics", "sr", "--factor", "2",
+                 "--images", str(images), "--size", "16", "--patches", "4", "--steps", "3", "--device", "cpu"]) == 0
+    tuned, metadata = load(adapted, return_metadata=True)
+    assert metadata["physics"] == {"name": "sr", "params": {"factor": 2}, "noise": 0.0, "seed": 0}
+    assert metadata["finetune"]["loss"] == "unsupervised" and metadata["outer_steps"] == 3
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), tuned.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), load(meta).state_dict().values()))
+
+    table = tmp_path / "table.json"
+    # the operator comes from the fine-tuned model; test images: the embedded scikit-image ones
+    assert main(["evaluate", str(meta), str(adapted), "--size", "32", "--json", str(table), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads(table.read_text())["rows"]
+    assert [r["method"] for r in rows] == ["adjoint A^T y", "bicubic upsampling", str(meta), str(adapted)]
+    assert all(np.isfinite(r["psnr"]) and r["psnr"] > 5 for r in rows)
+    assert "bicubic upsampling" in printed and "| method" in printed
+
+
+def test_mri_finetuning_takes_grey_images_as_complex(tmp_path):
+    images = write_images(tmp_path / "images", size=32)
+    meta, adapted = tmp_path / "meta.pt", tmp_path / "mri.pt"
+    from deepinv_meta import save
+
+    save(MetaPDNet(depth=2, channels=4), meta)
+    assert main(["finetune", str(meta), "--out", str(adapted), "--physics", "mri", "--acceleration", "4",
+                 "--images", str(images), "--size", "32", "--patches", "2", "--steps", "2", "--loss", "supervised",
+                 "--device", "cpu"]) == 0
+    rows = []
+    assert main(["evaluate", str(adapted), "--images", str(images), "--size", "32", "--device", "cpu",
+                 "--json", str(tmp_path / "t.json")]) == 0
+    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["adjoint A^T y", str(adapted)]
+
+
+def test_workflow_errors_name_the_fix(tmp_path, capsys):
+    from deepinv_meta import save
+
+    meta = tmp_path / "meta.pt"
+    save(MetaPDNet(depth=2, channels=4), meta)
+    assert main(["evaluate", str(meta), "--size", "32", "--device", "cpu"]) == 2
+    assert "pass --physics" in capsys.readouterr().err
+    assert main(["finetune", str(meta), "--out", str(tmp_path / "x.pt"), "--physics", "mri", "--factor", "2"]) == 2
+    assert "not ['factor']" in capsys.readouterr().err
+    assert main(["finetune", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt"), "--physics", "sr"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["evaluate", str(meta), "--physics", "sr", "--size", "4096", "--device", "cpu"]) == 2
+    assert "smaller --size" in capsys.readouterr().err
