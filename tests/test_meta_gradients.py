@@ -1,6 +1,7 @@
 """Meta-gradients of the engine against finite differences and an independent torch.func implementation."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -99,6 +100,56 @@ def test_first_order_gradient_is_outer_gradient_at_fast_weights():
         torch.testing.assert_close(g_meta, p.grad, rtol=1e-10, atol=1e-12)
     # phi really moved away from theta: the gradient is taken at the adapted weights
     assert any((phi - theta).abs().max() > 1e-4 for phi, theta in zip(result.params, model.parameters()))
+
+
+def smooth_inner_problem():
+    """A small tanh MLP with a quadratic inner loss: a smooth, strongly convex-enough inner problem."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)).double()
+    g = torch.Generator().manual_seed(1)
+    x, t, x2, t2 = (torch.randn(16, n, generator=g, dtype=torch.float64) for n in (4, 3, 4, 3))
+    return model, (lambda f, k: ((f(x) - t) ** 2).mean()), (lambda f: ((f(x2) - t2) ** 2).mean())
+
+
+def test_implicit_meta_gradient_is_the_exact_gradient_at_the_inner_minimum():
+    model, inner_loss, outer_loss = smooth_inner_problem()
+    lam, settings = 0.5, dict(steps=400, lr=0.2, optimizer="sgd")  # 400 steps: the inner minimum is reached
+
+    def meta_gradient(**kwargs):
+        model.zero_grad()
+        result = InnerLoop(lam=lam, **settings, **kwargs).run(model, inner_loss)
+        outer_loss(result).backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()]), result
+
+    implicit, result = meta_gradient(implicit=True, cg_steps=30)
+    maml, _ = meta_gradient()  # back-propagation through all 400 steps
+    first_order, _ = meta_gradient(first_order=True)
+    relative = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    assert relative(implicit, maml) < 1e-8
+    assert relative(first_order, maml) > 0.5  # the test can tell the implicit correction from none
+
+    # independent closed form: (I + H / lam)^-1 grad_phi L_outer, H the Hessian of the inner loss at phi*
+    phi = torch.cat([p.detach().flatten() for p in result.params])
+    shapes = [p.shape for p in model.parameters()]
+
+    def unflatten(v):
+        sizes = [math.prod(s) for s in shapes]
+        return {name: c.view(s) for (name, _), c, s in zip(model.named_parameters(), v.split(sizes), shapes)}
+
+    at = lambda v: (lambda *a: torch.func.functional_call(model, unflatten(v), a))  # noqa: E731
+    hessian = torch.autograd.functional.hessian(lambda v: inner_loss(at(v), 0), phi)
+    outer_grad = torch.autograd.functional.jacobian(lambda v: outer_loss(at(v)), phi)
+    expected = torch.linalg.solve(torch.eye(len(phi), dtype=phi.dtype) + hessian / lam, outer_grad)
+    assert relative(implicit, expected) < 1e-8
+
+
+def test_implicit_mode_needs_a_proximal_term_and_no_learned_settings():
+    with pytest.raises(ValueError, match="lam > 0"):
+        InnerLoop(steps=2, implicit=True)
+    with pytest.raises(ValueError, match="implicit"):
+        InnerLoop(steps=2, lam=1.0, implicit=True, learn_lr=True)
+    with pytest.raises(ValueError, match="one of"):
+        InnerLoop(steps=2, lam=1.0, implicit=True, first_order=True)
 
 
 def test_higher_track_higher_grads_false_alone_gives_no_meta_gradient():

@@ -281,3 +281,14 @@ def test_validation_between_outer_steps_does_not_change_the_training_run(small_t
 
     for a, b in zip(run(()), run((1, 2))):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_implicit_meta_gradients_train_a_metapdnet_and_resume(small_tasks, tmp_path):
+    trainer = make_trainer(small_tasks, inner_steps=5, lam=1.0, implicit=True, cg_steps=3, checkpoint=tmp_path / "run.pt")
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    history = trainer.train(steps=2)
+    assert not any(r["skipped"] for r in history) and all(math.isfinite(r["outer_loss"]) for r in history)
+    assert any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))
+    assert make_trainer(small_tasks, inner_steps=5, lam=1.0, implicit=True, cg_steps=3, checkpoint=tmp_path / "run.pt").step == 2
+    with pytest.raises(ValueError, match="different configuration"):
+        make_trainer(small_tasks, inner_steps=5, lam=1.0, checkpoint=tmp_path / "run.pt")  # MAML now

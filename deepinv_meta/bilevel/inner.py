@@ -14,6 +14,14 @@ functional model that evaluates :math:`f_\phi`. Three gradient modes:
   alone would give :math:`\theta` *no* gradient (it detaches :math:`\phi`); we re-attach
   :math:`\phi` to :math:`\theta` through :math:`\theta + (\phi - \theta)_{\mathrm{detached}}`,
   whose Jacobian with respect to :math:`\theta` is the identity.
+- ``implicit=True`` (iMAML, Rajeswaran et al. 2019): if the inner steps reach the minimiser
+  :math:`\phi^*` of the inner loss (which needs :math:`\lambda > 0`), its optimality condition
+  :math:`\nabla\ell(\phi^*) + \lambda(\phi^* - \theta) = 0` gives
+  :math:`d\phi^*/d\theta = (I + \nabla^2\ell(\phi^*)/\lambda)^{-1}`, so the meta-gradient is
+  that matrix applied to :math:`\nabla_\phi\mathcal{L}_{\mathrm{outer}}(\phi^*)`, solved by
+  ``cg_steps`` conjugate-gradient iterations with Hessian-vector products of the inner data loss at
+  the last step's batch. The inner steps keep no graph (memory independent of their number), but
+  the meta-gradient is only as exact as the inner minimisation: use enough inner steps.
 - ``track_meta_grad=False`` in :meth:`InnerLoop.run`: plain fine-tuning, no meta-gradient at all.
 """
 
@@ -77,9 +85,11 @@ class InnerLoop(nn.Module):
     :param str optimizer: ``"adam"`` (torch-exact, see :mod:`.optimizers`) or ``"sgd"``.
     :param float lam: weight :math:`\lambda` of the proximal term :math:`\frac{\lambda}{2}\|\phi-\theta\|^2`.
     :param bool first_order: first-order MAML (see module docstring).
+    :param bool implicit: implicit meta-gradient (iMAML, see module docstring); needs ``lam > 0``.
+    :param int cg_steps: conjugate-gradient iterations of the implicit meta-gradient.
     :param bool, str learn_lr: ``False``, ``True`` (one learning rate per inner step) or
         ``"per_parameter"`` (Meta-SGD: one per weight and step; needs ``parameters``). Learned
-        settings need ``first_order=False``.
+        settings need ``first_order=False`` and ``implicit=False``.
     :param bool learn_momentum: learn one SGD momentum per inner step (``optimizer="sgd"``),
         initialised at ``optimizer_kwargs["momentum"]`` (default 0.9).
     :param parameters: the parameters the inner loop will adapt; only for ``learn_lr="per_parameter"``,
@@ -112,6 +122,8 @@ class InnerLoop(nn.Module):
         learn_lr: bool | str = False,
         learn_momentum: bool = False,
         parameters=None,
+        implicit: bool = False,
+        cg_steps: int = 10,
         repeat_last: bool = False,
         optimizer_kwargs: dict | None = None,
     ):
@@ -124,11 +136,18 @@ class InnerLoop(nn.Module):
             raise ValueError(f"lam (weight of lam/2 ||phi - theta||^2) must be >= 0, got {lam!r}.")
         if learn_lr not in (False, True, "per_step", "per_parameter"):
             raise ValueError(f"learn_lr must be False, True/'per_step' or 'per_parameter', got {learn_lr!r}.")
-        if (learn_lr or learn_momentum) and first_order:
+        if (learn_lr or learn_momentum) and (first_order or implicit):
             raise ValueError(
-                "learned learning rates or momentum need second-order meta-gradients: first-order MAML "
-                "gives them no gradient. Use first_order=False."
+                "learned learning rates or momentum need second-order meta-gradients: first-order and "
+                "implicit MAML give them no gradient. Use first_order=False, implicit=False."
             )
+        if implicit and first_order:
+            raise ValueError("choose one of first_order=True and implicit=True.")
+        if implicit and not lam > 0:
+            raise ValueError("implicit=True needs lam > 0: the implicit meta-gradient (I + H/lam)^-1 g "
+                             "comes from the proximal term lam/2 ||phi - theta||^2.")
+        if not isinstance(cg_steps, int) or cg_steps < 1:
+            raise ValueError(f"cg_steps must be a positive integer, got {cg_steps!r}.")
         check_optimizer_name(optimizer)
         if learn_momentum and optimizer != "sgd":
             raise ValueError(f"learn_momentum=True needs optimizer='sgd' (got {optimizer!r}).")
@@ -137,6 +156,8 @@ class InnerLoop(nn.Module):
         self.optimizer = optimizer
         self.lam = lam
         self.first_order = first_order
+        self.implicit = implicit
+        self.cg_steps = cg_steps
         self.learn_lr = "per_step" if learn_lr is True else learn_lr
         self.learn_momentum = learn_momentum
         self.repeat_last = repeat_last
@@ -159,7 +180,8 @@ class InnerLoop(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"steps={self.steps}, lr={self.lr}, optimizer={self.optimizer!r}, lam={self.lam}, "
-            f"first_order={self.first_order}, learn_lr={self.learn_lr}, learn_momentum={self.learn_momentum}"
+            f"first_order={self.first_order}, implicit={self.implicit}, learn_lr={self.learn_lr}, "
+            f"learn_momentum={self.learn_momentum}"
         )
 
     def step_lrs(self) -> list[float]:
@@ -231,7 +253,7 @@ class InnerLoop(nn.Module):
             )
         if steps == 0:  # the meta-model itself; no higher context needed
             return InnerResult(fmodel=model, params=None)
-        second_order = track_meta_grad and not self.first_order
+        second_order = track_meta_grad and not (self.first_order or self.implicit)
         meta_params = [p for p in model.parameters()]
         if self.learn_lr == "per_parameter":
             if [p.shape for p in meta_params] != [lr.shape[1:] for lr in self.log_lr]:
@@ -259,6 +281,82 @@ class InnerLoop(nn.Module):
                 params = list(fmodel.fast_params)
                 if track_meta_grad and self.first_order and steps > 0:
                     params = [theta + (phi - theta).detach() for phi, theta in zip(params, meta_params)]
+                elif track_meta_grad and self.implicit:
+                    phis = [p.detach() for p in params]
+                    solve = _ImplicitSolve(fmodel, data_loss, phis, steps - 1, self.lam, self.cg_steps)
+                    params = list(_ImplicitMetaGradient.apply(solve, phis, *meta_params))
                 elif not track_meta_grad:
                     params = [p.detach() for p in params]
         return InnerResult(fmodel=fmodel, params=params, losses=losses)
+
+
+class _AtParams:
+    """``fmodel`` evaluated at given weights: what a ``data_loss(fmodel, k)`` closure calls."""
+
+    def __init__(self, fmodel, params):
+        self.fmodel, self.params = fmodel, params
+
+    def __call__(self, *args, **kwargs):
+        return self.fmodel(*args, params=self.params, **kwargs)
+
+
+@dataclass
+class _ImplicitSolve:
+    r"""Solves :math:`(I + \nabla^2\ell(\phi^*)/\lambda)\,v = g` by conjugate gradient (iMAML's backward)."""
+
+    fmodel: nn.Module
+    data_loss: Callable
+    phis: list
+    step: int
+    lam: float
+    cg_steps: int
+
+    def __call__(self, grads):
+        b = [torch.zeros_like(p) if g is None else g for p, g in zip(self.phis, grads)]
+        with torch.enable_grad():
+            phi = [p.detach().requires_grad_(True) for p in self.phis]
+            loss = self.data_loss(_AtParams(self.fmodel, phi), self.step)
+            grad = torch.autograd.grad(loss, phi, create_graph=True, allow_unused=True)
+            used = [i for i, g in enumerate(grad) if g is not None and g.requires_grad]  # weights the loss sees
+
+            def matvec(v):  # (I + H / lam) v, with H v by double back-propagation
+                if not used:
+                    return list(v)
+                hv = torch.autograd.grad([grad[i] for i in used], phi, grad_outputs=[v[i] for i in used],
+                                         retain_graph=True, allow_unused=True)
+                return [vi if h is None else vi + h / self.lam for vi, h in zip(v, hv)]
+
+            return conjugate_gradient(matvec, b, self.cg_steps)
+
+
+def conjugate_gradient(matvec, b: list, iterations: int, tol: float = 1e-12) -> list:
+    """Solve ``matvec(x) = b`` for a symmetric positive definite operator on lists of tensors."""
+    dot = lambda u, v: sum((ui * vi).sum() for ui, vi in zip(u, v))  # noqa: E731
+    x = [torch.zeros_like(bi) for bi in b]
+    r = [bi.clone() for bi in b]
+    p = [ri.clone() for ri in r]
+    rs = dot(r, r)
+    for _ in range(iterations):
+        if rs.sqrt() <= tol:
+            break
+        ap = matvec(p)
+        alpha = rs / dot(p, ap)
+        x = [xi + alpha * pi for xi, pi in zip(x, p)]
+        r = [ri - alpha * api for ri, api in zip(r, ap)]
+        rs_new = dot(r, r)
+        p = [ri + (rs_new / rs) * pi for ri, pi in zip(r, p)]
+        rs = rs_new
+    return x
+
+
+class _ImplicitMetaGradient(torch.autograd.Function):
+    """Returns the fast weights :math:`\phi^*`; back-propagates :math:`(I + H/\lambda)^{-1} g` to :math:`\theta`."""
+
+    @staticmethod
+    def forward(ctx, solve, phis, *thetas):
+        ctx.solve = solve
+        return tuple(phi.clone() for phi in phis)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, None, *ctx.solve(grads))

@@ -53,6 +53,11 @@ class MetaTrainer:
     :param str inner_optimizer: ``"adam"`` (matches ``torch.optim.Adam``) or ``"sgd"``.
     :param float lam: proximal weight :math:`\lambda`.
     :param bool first_order: first-order MAML.
+    :param bool implicit: implicit meta-gradient (iMAML): the inner steps keep no graph and the
+        meta-gradient solves :math:`(I + H/\lambda) v = \nabla_\phi\mathcal{L}_{\mathrm{outer}}` by
+        ``cg_steps`` conjugate-gradient iterations; needs ``lam > 0`` and enough inner steps to reach
+        the inner minimum (see :class:`~deepinv_meta.bilevel.InnerLoop`).
+    :param int cg_steps: conjugate-gradient iterations of the implicit meta-gradient.
     :param bool learn_inner_lr: learn one inner learning rate per inner step.
     :param str outer_loss: ``"l2"`` (mean squared error, default), ``"l1"``, or a callable
         ``loss(x_hat, x)``.
@@ -96,6 +101,8 @@ class MetaTrainer:
         inner_optimizer: str = "adam",
         lam: float = 0.0,
         first_order: bool = False,
+        implicit: bool = False,
+        cg_steps: int = 10,
         learn_inner_lr: bool = False,
         outer_loss="l2",
         outer_lr: float = 1e-3,
@@ -131,6 +138,8 @@ class MetaTrainer:
             optimizer=inner_optimizer,
             lam=lam,
             first_order=first_order,
+            implicit=implicit,
+            cg_steps=cg_steps,
             learn_lr=learn_inner_lr,
         ).to(self.device)
         self.outer_loss = outer_loss
@@ -174,6 +183,8 @@ class MetaTrainer:
             "inner_optimizer": inner.optimizer,
             "lam": inner.lam,
             "first_order": inner.first_order,
+            "implicit": inner.implicit,
+            "cg_steps": inner.cg_steps,
             "learn_inner_lr": inner.learn_lr,
             "outer_loss": self.outer_loss if isinstance(self.outer_loss, str) else getattr(self.outer_loss, "__name__", "custom"),
             "outer_lr": self.outer_lr,
@@ -442,8 +453,8 @@ class MetaTrainer:
         state = safe_load(path, map_location=self.device)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a MetaTrainer checkpoint (format {state.get('format')!r}).")
-        # checkpoints older than outer_loss / lr_scales used the MSE / one learning rate
-        saved = {"outer_loss": "l2", "lr_scales": {}, **state["config"]}
+        # checkpoints older than outer_loss / lr_scales / implicit used the MSE / one learning rate / MAML
+        saved = {"outer_loss": "l2", "lr_scales": {}, "implicit": False, "cg_steps": 10, **state["config"]}
         if saved.get("learn_inner_lr") is True:  # older checkpoints stored True for per-step learning rates
             saved["learn_inner_lr"] = "per_step"
         differing = {k: (v, saved.get(k)) for k, v in self.config.items() if saved.get(k) != v}
