@@ -20,3 +20,28 @@ def make_trainer(tasks, **kwargs):
     defaults = dict(inner_loss="unsupervised", inner_steps=2, inner_lr=1e-3, batch_size=2, progress=False, device="cpu")
     defaults.update(kwargs)
     return MetaTrainer(MetaPDNet(depth=3, channels=6), tasks, **defaults)
+
+
+def distributed_training_worker(rank, world_size, init_file, out_dir, steps, poison_task=None):
+    """One process of a ``world_size``-process meta-training run (gloo, CPU); rank ``r`` writes its weights.
+
+    ``poison_task``: index of a task whose outer loss is NaN (it runs on rank ``index % world_size`` only).
+    """
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        torch.manual_seed(100 + rank)  # different local initialisations: rank 0's must be broadcast
+        from deepinv_meta import MetaPDNet, MetaTrainer
+
+        tasks = make_small_tasks()
+        if poison_task is not None:
+            tasks[poison_task].target = lambda x, y: x * float("nan")
+        trainer = MetaTrainer(MetaPDNet(depth=3, channels=6), tasks, inner_loss="unsupervised",
+                              inner_steps=2, batch_size=2, progress=False, device="cpu",
+                              checkpoint=f"{out_dir}/run.pt", checkpoint_every=1)
+        trainer.train(steps=steps)
+        torch.save({"state": trainer.model.state_dict(), "history": trainer.history}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()

@@ -33,6 +33,13 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def process_group() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialised ``torch.distributed`` group, ``(0, 1)`` without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class MetaTrainer:
     r"""Meta-train a model over imaging tasks with MAML through :mod:`higher`.
 
@@ -77,6 +84,13 @@ class MetaTrainer:
         from it.
     :param float grad_clip: clip the meta-gradient norm to this value (``None``: no clipping).
     :param bool progress: show a tqdm progress bar.
+
+    **Several processes** (e.g. one per GPU, launched by ``torchrun``): when ``torch.distributed`` is
+    initialised before the trainer is built, every outer step splits the tasks over the processes
+    (task ``i`` on rank ``i mod world size``), sums their meta-gradients with ``all_reduce`` and takes
+    the same update everywhere, so the run equals a single-process one (tested with two processes).
+    Rank 0 broadcasts its initial weights, writes the checkpoints and shows the progress bar; a
+    non-finite loss on any rank skips the step on all. Give each process its own ``device``.
 
     :Examples:
 
@@ -170,6 +184,10 @@ class MetaTrainer:
         if self.checkpoint is not None and resume and self.checkpoint.is_file():
             self.load(self.checkpoint)
             logger.info("resumed from %s at step %d", self.checkpoint, self.step)
+        self.rank, self.world_size = process_group()
+        if self.world_size > 1:  # every process starts from rank 0's weights
+            for tensor in list(self.model.state_dict().values()) + list(self.inner.state_dict().values()):
+                torch.distributed.broadcast(tensor, src=0)
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -239,8 +257,11 @@ class MetaTrainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         record = {"step": self.step + 1, "tasks": {}, "inner_first": {}, "inner_last": {}}
+        error = None
         try:
             for i, task in enumerate(self.tasks):
+                if i % self.world_size != self.rank:  # another process's task
+                    continue
                 episode = task.episode(self.batch_size, seed=self.episode_seed(self.step, i))
                 result = self.adapt(episode)
                 outer = self._outer_loss_fn(result(episode.y_test, episode.physics), episode.target_test)
@@ -250,13 +271,21 @@ class MetaTrainer:
                 if result.losses:
                     record["inner_first"][task.name] = result.losses[0]
                     record["inner_last"][task.name] = result.losses[-1]
-            self._check_gradients()
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.current_outer_lr() * group["lr_scale"]
-            if self.grad_clip is not None:  # the norm before clipping is recorded (inf: measure only)
-                record["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.meta_params, self.grad_clip).item()
-            self._guarded_update()
-        except NonFiniteLossError as error:
+        except NonFiniteLossError as failure:
+            error = failure
+        if self.world_size > 1:
+            error = self._gather_step(record, error)
+        if error is None:
+            try:
+                self._check_gradients()
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.current_outer_lr() * group["lr_scale"]
+                if self.grad_clip is not None:  # the norm before clipping is recorded (inf: measure only)
+                    record["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.meta_params, self.grad_clip).item()
+                self._guarded_update()
+            except NonFiniteLossError as failure:
+                error = failure
+        if error is not None:
             self._skip(record, error)
         else:
             self._consecutive_skips = 0
@@ -269,6 +298,28 @@ class MetaTrainer:
             record["inner_lrs"] = self.inner.step_lrs()
         self.history.append(record)
         return record
+
+    def _gather_step(self, record: dict, error):
+        """Sum the meta-gradients of all processes and share their losses and failures (collective)."""
+        dist = torch.distributed
+        names = [t.name for t in self.tasks]
+        values = torch.zeros(4, len(names), dtype=torch.float64, device=self.device)  # failed, outer, first, last
+        values[0, 0] = float(error is not None)
+        for row, key in ((1, "tasks"), (2, "inner_first"), (3, "inner_last")):
+            for name, value in record[key].items():
+                values[row, names.index(name)] = value
+        dist.all_reduce(values)
+        for p in self.meta_params:  # the same tensors in the same order on every rank
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+        if error is None and values[0, 0] > 0:
+            error = NonFiniteLossError("a non-finite loss in another process")
+        record["tasks"] = dict(zip(names, values[1].tolist()))
+        if record["inner_first"] or values[2].any():
+            record["inner_first"] = dict(zip(names, values[2].tolist()))
+            record["inner_last"] = dict(zip(names, values[3].tolist()))
+        return error
 
     def _check_gradients(self) -> None:
         for p in self.meta_params:
@@ -318,7 +369,8 @@ class MetaTrainer:
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be an integer >= 0, got {steps!r}.")
         start = time.perf_counter()
-        bar = tqdm(total=steps, initial=min(self.step, steps), desc="meta-training", disable=not self.progress)
+        bar = tqdm(total=steps, initial=min(self.step, steps), desc="meta-training",
+                   disable=not self.progress or self.rank != 0)
         try:
             while self.step < steps:
                 record = self.outer_step()
@@ -442,11 +494,12 @@ class MetaTrainer:
         }
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Write a checkpoint atomically (default path: the ``checkpoint`` argument)."""
+        """Write a checkpoint atomically (default path: the ``checkpoint`` argument); with several
+        processes only rank 0 writes (the others hold the same state)."""
         path = path or self.checkpoint
         if path is None:
             raise ValueError("no checkpoint path: pass one to save() or checkpoint=... to MetaTrainer.")
-        return atomic_save(self.state_dict(), path)
+        return atomic_save(self.state_dict(), path) if self.rank == 0 else Path(path)
 
     def load(self, path: str | Path) -> None:
         """Restore model, learned learning rates, optimizer state, step and history from a checkpoint."""
