@@ -78,6 +78,9 @@ def add_train_parser(commands) -> None:
     train.add_argument("--inner-steps", type=int, default=1)
     train.add_argument("--inner-lr", type=float, default=1e-3)
     train.add_argument("--lam", type=float, default=0.0, help="proximal weight lambda of the inner problem")
+    train.add_argument("--meta-gradient", choices=("maml", "first-order", "implicit"), default="maml",
+                       help="back-propagation through the inner steps (default), first-order MAML, or implicit "
+                            "(iMAML: needs --lam > 0 and enough --inner-steps to reach the inner minimum)")
     train.add_argument("--outer-lr", type=float, default=5e-3)
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--depth", type=int, default=20, help="MetaPDNet layers (default 20)")
@@ -143,6 +146,7 @@ def run_workflow(args) -> int:
             commands.run_train(
                 args.out, images=args.images, val_images=args.val_images, patch_size=args.patch_size,
                 inner_loss=args.inner_loss, inner_steps=args.inner_steps, inner_lr=args.inner_lr, lam=args.lam,
+                meta_gradient=args.meta_gradient,
                 outer_lr=args.outer_lr, batch_size=args.batch_size, depth=args.depth, channels=args.channels,
                 steps=args.steps, minutes=args.minutes, checkpoint=args.checkpoint, device=args.device,
                 seed=args.seed, progress=sys.stderr.isatty())

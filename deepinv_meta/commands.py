@@ -56,15 +56,19 @@ def as_physics_images(spec: dict, x: torch.Tensor) -> torch.Tensor:
 
 
 def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_loss: str = "unsupervised",
-              inner_steps: int = 1, inner_lr: float = 1e-3, lam: float = 0.0, outer_lr: float = 5e-3,
+              inner_steps: int = 1, inner_lr: float = 1e-3, lam: float = 0.0, meta_gradient: str = "maml",
+              outer_lr: float = 5e-3,
               batch_size: int = 8, depth: int = 20, channels: int = 32, steps: int = 1000, minutes=None,
               checkpoint=None, device=None, seed: int = 0, progress: bool = True) -> MetaTrainer:
     """Meta-train a MetaPDNet on the Meta-Prior tasks and save it to ``out`` (:func:`deepinv_meta.load`).
 
     Training stops after ``steps`` outer steps in total or ``minutes`` minutes, whichever comes first.
     It checkpoints to ``checkpoint`` (default: ``<out>.trainer.pt``) and a second call with the same
-    settings resumes from there. Returns the trainer.
+    settings resumes from there. ``meta_gradient``: ``"maml"``, ``"first-order"`` or ``"implicit"``
+    (:class:`~deepinv_meta.MetaTrainer`). Returns the trainer.
     """
+    if meta_gradient not in ("maml", "first-order", "implicit"):
+        raise ValueError(f"meta_gradient must be 'maml', 'first-order' or 'implicit', got {meta_gradient!r}.")
     if minutes is not None and not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes!r}.")
     out = Path(out)
@@ -76,6 +80,7 @@ def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_
                              patch_size=patch_size, seed=seed)
     trainer = MetaTrainer(MetaPDNet(depth=depth, channels=channels), tasks, inner_loss=inner_loss,
                           inner_steps=inner_steps, inner_lr=inner_lr, lam=lam, outer_lr=outer_lr,
+                          first_order=meta_gradient == "first-order", implicit=meta_gradient == "implicit",
                           batch_size=batch_size, device=device, seed=seed, checkpoint=checkpoint, progress=progress)
     print(f"meta-training MetaPDNet(depth={depth}, channels={channels}) on {len(tasks[0].train_data)} patches "
           f"{patch_size}x{patch_size} ({len(tasks[0].test_data)} held out), tasks: {', '.join(t.name for t in tasks)}; "

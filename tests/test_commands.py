@@ -110,3 +110,5 @@ def test_workflow_errors_name_the_fix(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["evaluate", str(meta), "--physics", "sr", "--size", "4096", "--device", "cpu"]) == 2
     assert "smaller --size" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "m.pt"), "--meta-gradient", "implicit", "--steps", "1"]) == 2
+    assert "lam > 0" in capsys.readouterr().err

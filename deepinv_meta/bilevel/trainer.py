@@ -185,6 +185,9 @@ class MetaTrainer:
             self.load(self.checkpoint)
             logger.info("resumed from %s at step %d", self.checkpoint, self.step)
         self.rank, self.world_size = process_group()
+        if self.world_size > len(self.tasks):
+            logger.warning("%d processes for %d tasks: ranks %d and above compute nothing in an outer step.",
+                           self.world_size, len(self.tasks), len(self.tasks))
         if self.world_size > 1:  # every process starts from rank 0's weights
             for tensor in list(self.model.state_dict().values()) + list(self.inner.state_dict().values()):
                 torch.distributed.broadcast(tensor, src=0)
