@@ -359,6 +359,38 @@ def complex_magnitude(x: torch.Tensor) -> torch.Tensor:
     return x.pow(2).sum(1, keepdim=True).sqrt()
 
 
+# the tunable baselines by name, with the grids the command line searches (the benchmarks store their own)
+BASELINE_GRIDS = {
+    "wavelet": {"ths": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]},
+    "tgv": {"ths": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]},
+    "dpir": {"sigma": [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255], "iterations": [8, 24]},
+}
+
+
+def baseline_builder(name: str, *, denoiser: nn.Module | None = None, init=None, device="cpu",
+                     wavelet_iterations: int = 50, tgv_iterations: int = 10):
+    r"""``build(**params)`` for the baseline ``name`` (``"wavelet"``, ``"tgv"`` or ``"dpir"``), whose grid
+    is :data:`BASELINE_GRIDS` ``[name]``; ``dpir`` needs a ``denoiser`` (:func:`deepinv_meta.weights.load_denoiser`).
+
+    :param Callable init: first iterate ``init(y, physics)``, e.g. :class:`Bicubic` for decimation SR.
+
+    :Examples:
+
+    >>> from deepinv_meta.baselines import BASELINE_GRIDS, baseline_builder
+    >>> build = baseline_builder("tgv")
+    >>> solver = build(ths=BASELINE_GRIDS["tgv"]["ths"][0])
+    """
+    if name == "wavelet":
+        return lambda ths: wavelet(ths, iterations=wavelet_iterations, init=init, device=device)
+    if name == "tgv":
+        return lambda ths: tgv(ths, iterations=tgv_iterations, init=init)
+    if name == "dpir":
+        if denoiser is None:
+            raise ValueError("the dpir baseline needs a denoiser: deepinv_meta.weights.load_denoiser(path or 'drunet').")
+        return lambda sigma, iterations: dpir(denoiser, sigma, iterations, init=init)
+    raise ValueError(f"unknown baseline {name!r}; choose among {sorted(BASELINE_GRIDS)}.")
+
+
 def grid_search(build, grid: dict, physics, y, x, *, magnitude: bool = False, progress=None):
     r"""Try every combination of ``grid`` (``build(**params)`` makes a reconstructor) on ``(y, x)``.
 

@@ -112,6 +112,13 @@ def add_evaluate_parser(commands) -> None:
     add_physics_options(evaluate, required=False)
     add_common_options(evaluate, "test images, centre-cropped to --size (default: scikit-image's bundled test images)")
     evaluate.add_argument("--size", type=int, default=128, help="centre crop (default 128)")
+    evaluate.add_argument("--baselines", nargs="+", default=[], choices=("wavelet", "tgv", "dpir"),
+                          help="also deepinv solvers, each grid-searched on --tune-images (not the test images)")
+    evaluate.add_argument("--tune-images", default=None, metavar="DIR",
+                          help="images for the baselines' grid search (default: scikit-image's bundled training images)")
+    evaluate.add_argument("--denoiser", default=None, metavar="PATH|drunet",
+                          help="dpir's denoiser: DnCNN/FFDNet weights or 'drunet' (downloads); "
+                               "default: weights/ipol_ffdnet/net_gray.pth under $DEEPINV_META_DATA")
     evaluate.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
 
 
@@ -158,7 +165,8 @@ def run_workflow(args) -> int:
                 **physics_options(args))
         else:
             commands.run_evaluate(args.models, physics=args.physics, noise=args.noise, images=args.images,
-                                  size=args.size, device=args.device, seed=args.seed, json_out=args.json,
+                                  size=args.size, baselines_to_tune=args.baselines, denoiser=args.denoiser,
+                                  tune_images=args.tune_images, device=args.device, seed=args.seed, json_out=args.json,
                                   **physics_options(args))
     except (FileNotFoundError, ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)

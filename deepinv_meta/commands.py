@@ -7,7 +7,8 @@ r"""``deepinv-meta train | finetune | evaluate``: the Meta-Prior workflow on you
    super-resolution, inpainting, MRI, blur, denoising), supervised or without ground truth, and stores
    the operator with the adapted model;
 3. :func:`run_evaluate` scores one or more saved models on test images, beside the adjoint (and
-   bicubic upsampling for super-resolution), as a PSNR table.
+   bicubic upsampling for super-resolution) and, on request, deepinv's wavelet, TGV and DPIR solvers
+   with their parameters grid-searched on separate tuning images, as a PSNR table.
 
 Without an image folder every command uses scikit-image's bundled images (training:
 :data:`~deepinv_meta.data.EMBEDDED_TRAIN`, testing: :data:`~deepinv_meta.data.EMBEDDED_TEST`), so the
@@ -18,6 +19,7 @@ imaginary part and is scored on the magnitude.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ from .io import load, save
 from .models import MetaPDNet
 from .physics import PHYSICS, build_physics
 from .tasks import meta_prior_tasks
+from .weights import load_denoiser
 
 
 def load_images(folder, default_names) -> list[torch.Tensor]:
@@ -128,12 +131,18 @@ def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, im
 
 
 def run_evaluate(model_paths, *, physics: str | None = None, noise: float = 0.0, images=None, size: int = 128,
+                 baselines_to_tune=(), denoiser=None, tune_images=None, tune_patches: int = 8,
                  device=None, seed: int = 0, json_out=None, **physics_params) -> list[dict]:
     """PSNR (mean ± std over the test images, centre-cropped to ``size``) of each saved model.
 
     The operator is ``physics`` (with ``noise`` and its parameters) or, if ``None``, the one stored
-    with the fine-tuned models by :func:`run_finetune` (they must agree). Prints a table, writes it to ``json_out`` if given,
-    and returns its rows.
+    with the fine-tuned models by :func:`run_finetune` (they must agree). ``baselines_to_tune`` names
+    deepinv solvers (``"wavelet"``, ``"tgv"``, ``"dpir"``; :func:`~deepinv_meta.baselines.baseline_builder`)
+    whose parameters are grid-searched on ``tune_patches`` patches of ``tune_images`` (never on the test
+    images); super-resolution solvers start from bicubic upsampling. ``dpir`` uses ``denoiser`` (a
+    weight file or ``"drunet"``, :func:`~deepinv_meta.weights.load_denoiser`; default: the offline
+    FFDNet under ``$DEEPINV_META_DATA``). Prints a table, writes it to ``json_out`` if given, and
+    returns its rows.
     """
     model_paths = [Path(p) for p in model_paths]
     if not model_paths:
@@ -161,6 +170,7 @@ def run_evaluate(model_paths, *, physics: str | None = None, noise: float = 0.0,
     methods = [("adjoint A^T y", baselines.Adjoint())]
     if spec["name"] == "sr":
         methods.append(("bicubic upsampling", baselines.Bicubic(spec["params"]["factor"])))
+    methods += tune_baselines(spec, baselines_to_tune, size, denoiser, tune_images, tune_patches, device)
     methods += [(str(path), model.to(device).eval()) for path, (model, _) in zip(model_paths, loaded)]
     rows = []
     for method, model in methods:
@@ -179,3 +189,37 @@ def run_evaluate(model_paths, *, physics: str | None = None, noise: float = 0.0,
         Path(json_out).write_text(json.dumps({"physics": spec, "size": size, "images": len(x), "rows": rows}, indent=2))
     sys.stdout.flush()
     return rows
+
+
+def tune_baselines(spec: dict, names, size: int, denoiser, tune_images, patches: int, device) -> list[tuple]:
+    """``(label, reconstructor)`` of each named baseline, grid-searched on patches of the tuning images."""
+    if not names:
+        return []
+    unknown = set(names) - set(baselines.BASELINE_GRIDS)
+    if unknown:
+        raise ValueError(f"unknown baselines {sorted(unknown)}; choose among {sorted(baselines.BASELINE_GRIDS)}.")
+    x = extract_patches(load_images(tune_images, EMBEDDED_TRAIN), size)
+    x = as_physics_images(spec, x[:: max(len(x) // patches, 1)][:patches]).to(device)
+    operator = physics_for(spec, (size, size), device)
+    y = operator(x)
+    init = baselines.Bicubic(spec["params"]["factor"]) if spec["name"] == "sr" else None
+    if "dpir" in names:
+        denoiser = load_denoiser(default_denoiser() if denoiser is None else denoiser, device=device)
+    tuned = []
+    for name in names:
+        build = baselines.baseline_builder(name, denoiser=denoiser, init=init, device=device)
+        params, score, _ = baselines.grid_search(build, baselines.BASELINE_GRIDS[name], operator, y, x,
+                                                 magnitude=spec["name"] == "mri")
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in params.items())
+        print(f"{name}: best {shown} ({score:.2f} dB on {len(x)} tuning patches)")
+        tuned.append((f"{name} ({shown})", build(**params)))
+    return tuned
+
+
+def default_denoiser() -> Path:
+    """The offline FFDNet of ``$DEEPINV_META_DATA``, or an error that says how to choose a denoiser."""
+    path = Path(os.environ.get("DEEPINV_META_DATA", "")) / "weights" / "ipol_ffdnet" / "net_gray.pth"
+    if not os.environ.get("DEEPINV_META_DATA") or not path.is_file():
+        raise ValueError("the dpir baseline needs a denoiser: --denoiser PATH (DnCNN or FFDNet weights) or "
+                         "--denoiser drunet (deepinv's DRUNet, downloaded once).")
+    return path

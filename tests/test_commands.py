@@ -112,3 +112,23 @@ def test_workflow_errors_name_the_fix(tmp_path, capsys):
     assert "smaller --size" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "m.pt"), "--meta-gradient", "implicit", "--steps", "1"]) == 2
     assert "lam > 0" in capsys.readouterr().err
+
+
+def test_evaluate_tunes_baselines_on_other_images_than_the_test_images(tmp_path, monkeypatch):
+    from deepinv_meta import save
+
+    meta = tmp_path / "meta.pt"
+    save(MetaPDNet(depth=2, channels=4), meta)
+    test_images = write_images(tmp_path / "test", size=32)
+    tune_images = write_images(tmp_path / "tune", size=32, seed=1)
+    table = tmp_path / "t.json"
+    assert main(["evaluate", str(meta), "--physics", "inpainting", "--ratio", "0.5", "--images", str(test_images),
+                 "--tune-images", str(tune_images), "--size", "32", "--baselines", "tgv", "--device", "cpu",
+                 "--json", str(table)]) == 0
+    rows = json.loads(table.read_text())["rows"]
+    assert [r["method"].split(" ")[0] for r in rows] == ["adjoint", "tgv", str(meta)]
+    assert rows[1]["psnr"] > rows[0]["psnr"]  # TGV fills the missing pixels
+
+    monkeypatch.delenv("DEEPINV_META_DATA", raising=False)  # no offline FFDNet to fall back on
+    assert main(["evaluate", str(meta), "--physics", "sr", "--size", "32", "--baselines", "dpir",
+                 "--device", "cpu"]) == 2

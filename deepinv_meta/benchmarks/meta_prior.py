@@ -153,12 +153,12 @@ def tune_baselines(task: str, physics_ft, y_ft, x_ft, cfg: dict, denoiser, magni
     proximal steps barely fill the missing pixels (measured: TGV 8.7 dB, DPIR 12.3 dB).
     """
     init = baselines.Bicubic(2) if task == "SR x2" else None
+    build = lambda name: baselines.baseline_builder(  # noqa: E731
+        name, denoiser=denoiser, init=init, device=x_ft.device, tgv_iterations=cfg["tgv_iterations"])
     builders = {
-        "wavelet (db8, HQS)": (lambda ths: baselines.wavelet(ths, iterations=50, init=init, device=x_ft.device),
-                               {"ths": cfg["wavelet_grid"]}),
-        "TGV (HQS)": (lambda ths: baselines.tgv(ths, iterations=cfg["tgv_iterations"], init=init), {"ths": cfg["tgv_grid"]}),
-        "DPIR (FFDNet)": (lambda sigma, iterations: baselines.dpir(denoiser, sigma, iterations, init=init),
-                          {"sigma": cfg["dpir_grid"], "iterations": cfg["dpir_iterations"]}),
+        "wavelet (db8, HQS)": (build("wavelet"), {"ths": cfg["wavelet_grid"]}),
+        "TGV (HQS)": (build("tgv"), {"ths": cfg["tgv_grid"]}),
+        "DPIR (FFDNet)": (build("dpir"), {"sigma": cfg["dpir_grid"], "iterations": cfg["dpir_iterations"]}),
     }
     tuned = [("adjoint / zero-filled", baselines.Adjoint(), {})]
     if task == "SR x2":
