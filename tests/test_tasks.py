@@ -56,3 +56,25 @@ def test_bad_task_inputs():
         Task("t", dinv.physics.Denoising(), torch.rand(2, 1, 4, 4), torch.rand(2, 1, 5, 5))
     with pytest.raises(ValueError, match="NaN"):
         Task("t", dinv.physics.Denoising(), torch.full((2, 1, 4, 4), float("nan")), torch.rand(2, 1, 4, 4))
+
+
+def test_fourier_sampling_task_draws_one_cartesian_mask_per_episode_and_meta_trains(small_tasks):
+    from deepinv_meta import MetaPDNet, MetaTrainer
+    from deepinv_meta.tasks import fourier_sampling_task
+
+    task = fourier_sampling_task(small_tasks[0].train_data, small_tasks[0].test_data, acceleration=4,
+                                 center_fraction=0.125)
+    masks = []
+    for seed in (0, 1, 0):
+        episode = task.episode(3, seed=seed)
+        assert episode.x_train.shape == (3, 2, 16, 16) and episode.x_train[:, 1].abs().max() == 0
+        masks.append(task.physics.mask.clone())
+    assert torch.equal(masks[0], masks[2]) and not torch.equal(masks[0], masks[1])
+    mask = masks[0][0, 0]
+    assert torch.equal(mask, mask[:1].expand_as(mask))  # Cartesian: whole k-space lines
+    assert mask.mean().item() == pytest.approx(0.25, abs=0.07) and mask[:, 7:9].eq(1).all()  # sampled centre (2 of 16 lines)
+    # a fifth task beside the four real-image ones: MetaPDNet's channel-wise filters take both layouts
+    trainer = MetaTrainer(MetaPDNet(depth=2, channels=4), small_tasks + [task], batch_size=2, progress=False,
+                          device="cpu")
+    record = trainer.outer_step()
+    assert not record["skipped"] and "fourier_sampling" in record["tasks"]
