@@ -33,7 +33,7 @@ from .bilevel.trainer import default_device
 from .data import EMBEDDED_TEST, EMBEDDED_TRAIN, as_complex, center_crop, embedded_images, extract_patches, load_image_folder
 from .io import load, save
 from .models import MetaPDNet
-from .physics import PHYSICS, build_physics
+from .physics import PHYSICS, build_physics, physics_parameters
 from .tasks import meta_prior_tasks
 from .weights import load_denoiser
 
@@ -44,9 +44,10 @@ def load_images(folder, default_names) -> list[torch.Tensor]:
 
 
 def physics_spec(name: str, noise: float = 0.0, seed: int = 0, **params) -> dict:
-    """The operator description stored with an adapted model (checked by :func:`build_physics`)."""
-    build_physics(name, (8, 8), noise=noise, seed=seed, **params)  # fail now on a bad name or parameter
-    return {"name": name, "params": {**PHYSICS[name], **params}, "noise": noise, "seed": seed}
+    """The operator description stored with an adapted model (:func:`~deepinv_meta.physics.build_physics`)."""
+    if not noise >= 0:
+        raise ValueError(f"noise (a standard deviation) must be >= 0, got {noise!r}.")
+    return {"name": name, "params": physics_parameters(name, **params), "noise": noise, "seed": seed}
 
 
 def physics_for(spec: dict, size, device) -> dinv.physics.Physics:
@@ -60,9 +61,8 @@ def as_physics_images(spec: dict, x: torch.Tensor) -> torch.Tensor:
 
 def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_loss: str = "unsupervised",
               inner_steps: int = 1, inner_lr: float = 1e-3, lam: float = 0.0, meta_gradient: str = "maml",
-              outer_lr: float = 5e-3,
-              batch_size: int = 8, depth: int = 20, channels: int = 32, steps: int = 1000, minutes=None,
-              checkpoint=None, device=None, seed: int = 0, progress: bool = True) -> MetaTrainer:
+              outer_lr: float = 5e-3, batch_size: int = 8, depth: int = 20, channels: int = 32, steps: int = 1000,
+              minutes=None, checkpoint=None, device=None, seed: int = 0, progress: bool = True) -> MetaTrainer:
     """Meta-train a MetaPDNet on the Meta-Prior tasks and save it to ``out`` (:func:`deepinv_meta.load`).
 
     Training stops after ``steps`` outer steps in total or ``minutes`` minutes, whichever comes first.

@@ -26,6 +26,17 @@ PHYSICS = {
 }
 
 
+def physics_parameters(name: str, **params) -> dict:
+    """The parameters of the operator ``name`` (:data:`PHYSICS` defaults updated by ``params``); an
+    unknown name or parameter is an error that lists the valid ones."""
+    if name not in PHYSICS:
+        raise ValueError(f"unknown physics {name!r}; choose among {sorted(PHYSICS)}.")
+    unknown = set(params) - set(PHYSICS[name])
+    if unknown:
+        raise ValueError(f"physics {name!r} takes {sorted(PHYSICS[name]) or 'no parameters'}, not {sorted(unknown)}.")
+    return {**PHYSICS[name], **params}
+
+
 def build_physics(name: str, size: tuple[int, int], *, channels: int = 1, noise: float = 0.0, seed: int = 0,
                   device="cpu", **params) -> dinv.physics.Physics:
     r"""A deepinv operator for an unseen task, by name, for images of spatial size ``size``.
@@ -54,12 +65,7 @@ def build_physics(name: str, size: tuple[int, int], *, channels: int = 1, noise:
     >>> mri(torch.rand(1, 2, 16, 16)).shape
     torch.Size([1, 2, 16, 16])
     """
-    if name not in PHYSICS:
-        raise ValueError(f"unknown physics {name!r}; choose among {sorted(PHYSICS)}.")
-    unknown = set(params) - set(PHYSICS[name])
-    if unknown:
-        raise ValueError(f"physics {name!r} takes {sorted(PHYSICS[name]) or 'no parameters'}, not {sorted(unknown)}.")
-    params = {**PHYSICS[name], **params}
+    params = physics_parameters(name, **params)
     if not noise >= 0:
         raise ValueError(f"noise (a standard deviation) must be >= 0, got {noise!r}.")
     height, width = size
