@@ -49,6 +49,8 @@ PHYSICS_OPTIONS = {
 
 def add_common_options(parser, images_help: str) -> None:
     parser.add_argument("--images", default=None, metavar="DIR", help=images_help)
+    parser.add_argument("--color", action="store_true",
+                        help="RGB images (default grey; evaluate: as the fine-tuned model was, unless --physics is given)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -155,18 +157,20 @@ def run_workflow(args) -> int:
                 inner_loss=args.inner_loss, inner_steps=args.inner_steps, inner_lr=args.inner_lr, lam=args.lam,
                 meta_gradient=args.meta_gradient,
                 outer_lr=args.outer_lr, batch_size=args.batch_size, depth=args.depth, channels=args.channels,
-                steps=args.steps, minutes=args.minutes, checkpoint=args.checkpoint, device=args.device,
+                steps=args.steps, minutes=args.minutes, checkpoint=args.checkpoint, color=args.color, device=args.device,
                 seed=args.seed, progress=sys.stderr.isatty())
         elif args.command == "finetune":
             commands.run_finetune(
                 args.model, args.out, physics=args.physics, noise=args.noise, images=args.images, size=args.size,
                 patches=args.patches, loss=args.loss, steps=args.steps, lr=args.lr, lam=args.lam,
-                batch_size=args.batch_size, device=args.device, seed=args.seed, progress=sys.stderr.isatty(),
+                batch_size=args.batch_size, color=args.color, device=args.device, seed=args.seed,
+                progress=sys.stderr.isatty(),
                 **physics_options(args))
         else:
             commands.run_evaluate(args.models, physics=args.physics, noise=args.noise, images=args.images,
                                   size=args.size, baselines_to_tune=args.baselines, denoiser=args.denoiser,
-                                  tune_images=args.tune_images, device=args.device, seed=args.seed, json_out=args.json,
+                                  tune_images=args.tune_images, color=args.color, device=args.device, seed=args.seed,
+                                  json_out=args.json,
                                   **physics_options(args))
     except (FileNotFoundError, ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -12,8 +12,8 @@ r"""``deepinv-meta train | finetune | evaluate``: the Meta-Prior workflow on you
 
 Without an image folder every command uses scikit-image's bundled images (training:
 :data:`~deepinv_meta.data.EMBEDDED_TRAIN`, testing: :data:`~deepinv_meta.data.EMBEDDED_TEST`), so the
-whole workflow runs offline. Images are read as grey; MRI takes them as complex images with a zero
-imaginary part and is scored on the magnitude.
+whole workflow runs offline. Images are read as grey, or RGB with ``color=True`` (``--color``); MRI
+takes grey images as complex images with a zero imaginary part and is scored on the magnitude.
 """
 
 from __future__ import annotations
@@ -38,21 +38,26 @@ from .tasks import meta_prior_tasks
 from .weights import load_denoiser
 
 
-def load_images(folder, default_names) -> list[torch.Tensor]:
-    """Grey images ``(1, H, W)`` of ``folder``, or the embedded scikit-image images ``default_names``."""
-    return embedded_images(default_names) if folder is None else load_image_folder(folder, grey=True)
+def load_images(folder, default_names, color: bool = False) -> list[torch.Tensor]:
+    """Grey ``(1, H, W)`` or RGB ``(3, H, W)`` images of ``folder``, or the embedded images ``default_names``."""
+    if folder is None:
+        return embedded_images(default_names, grey=not color)
+    return load_image_folder(folder, grey=not color)
 
 
-def physics_spec(name: str, noise: float = 0.0, seed: int = 0, **params) -> dict:
+def physics_spec(name: str, noise: float = 0.0, seed: int = 0, color: bool = False, **params) -> dict:
     """The operator description stored with an adapted model (:func:`~deepinv_meta.physics.build_physics`)."""
     if not noise >= 0:
         raise ValueError(f"noise (a standard deviation) must be >= 0, got {noise!r}.")
-    return {"name": name, "params": physics_parameters(name, **params), "noise": noise, "seed": seed}
+    if color and name == "mri":
+        raise ValueError("mri takes grey images (as complex ones); drop --color.")
+    return {"name": name, "params": physics_parameters(name, **params), "noise": noise, "seed": seed,
+            "channels": 3 if color else 1}
 
 
 def physics_for(spec: dict, size, device) -> dinv.physics.Physics:
-    return build_physics(spec["name"], tuple(size), noise=spec["noise"], seed=spec["seed"], device=device,
-                         **spec["params"])
+    return build_physics(spec["name"], tuple(size), channels=spec.get("channels", 1), noise=spec["noise"],
+                         seed=spec["seed"], device=device, **spec["params"])
 
 
 def as_physics_images(spec: dict, x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +67,8 @@ def as_physics_images(spec: dict, x: torch.Tensor) -> torch.Tensor:
 def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_loss: str = "unsupervised",
               inner_steps: int = 1, inner_lr: float = 1e-3, lam: float = 0.0, meta_gradient: str = "maml",
               outer_lr: float = 5e-3, batch_size: int = 8, depth: int = 20, channels: int = 32, steps: int = 1000,
-              minutes=None, checkpoint=None, device=None, seed: int = 0, progress: bool = True) -> MetaTrainer:
+              minutes=None, checkpoint=None, color: bool = False, device=None, seed: int = 0,
+              progress: bool = True) -> MetaTrainer:
     """Meta-train a MetaPDNet on the Meta-Prior tasks and save it to ``out`` (:func:`deepinv_meta.load`).
 
     Training stops after ``steps`` outer steps in total or ``minutes`` minutes, whichever comes first.
@@ -78,8 +84,8 @@ def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_
     device = torch.device(device) if device else default_device()
     checkpoint = Path(checkpoint) if checkpoint else out.with_name(out.name + ".trainer.pt")
     torch.manual_seed(seed)
-    tasks = meta_prior_tasks(load_images(images, EMBEDDED_TRAIN),
-                             None if val_images is None else load_image_folder(val_images),
+    tasks = meta_prior_tasks(load_images(images, EMBEDDED_TRAIN, color),
+                             None if val_images is None else load_image_folder(val_images, grey=not color),
                              patch_size=patch_size, seed=seed)
     trainer = MetaTrainer(MetaPDNet(depth=depth, channels=channels), tasks, inner_loss=inner_loss,
                           inner_steps=inner_steps, inner_lr=inner_lr, lam=lam, outer_lr=outer_lr,
@@ -104,17 +110,18 @@ def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_
 
 def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, images=None, size: int = 64,
                  patches: int = 32, loss: str = "unsupervised", steps: int = 50, lr: float = 1e-3, lam: float = 0.0,
-                 batch_size=None, device=None, seed: int = 0, progress: bool = True, **physics_params):
+                 batch_size=None, color: bool = False, device=None, seed: int = 0, progress: bool = True,
+                 **physics_params):
     """Fine-tune a saved model on ``patches`` patches (``size`` × ``size``) measured by an unseen operator.
 
     The operator (``physics`` and its parameters, see :func:`~deepinv_meta.physics.build_physics`) is
     stored with the adapted model, so that :func:`run_evaluate` rebuilds it. Returns the adapted model.
     """
     device = torch.device(device) if device else default_device()
-    spec = physics_spec(physics, noise=noise, seed=seed, **physics_params)
+    spec = physics_spec(physics, noise=noise, seed=seed, color=color, **physics_params)
     model, metadata = load(model_path, return_metadata=True)
     model = model.to(device)
-    x = extract_patches(load_images(images, EMBEDDED_TRAIN), size)
+    x = extract_patches(load_images(images, EMBEDDED_TRAIN, color), size)
     x = as_physics_images(spec, x[:: max(len(x) // patches, 1)][:patches]).to(device)
     operator = physics_for(spec, (size, size), device)
     y = operator(x)
@@ -131,7 +138,7 @@ def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, im
 
 
 def run_evaluate(model_paths, *, physics: str | None = None, noise: float = 0.0, images=None, size: int = 128,
-                 baselines_to_tune=(), denoiser=None, tune_images=None, tune_patches: int = 8,
+                 baselines_to_tune=(), denoiser=None, tune_images=None, tune_patches: int = 8, color: bool = False,
                  device=None, seed: int = 0, json_out=None, **physics_params) -> list[dict]:
     """PSNR (mean ± std over the test images, centre-cropped to ``size``) of each saved model.
 
@@ -151,14 +158,14 @@ def run_evaluate(model_paths, *, physics: str | None = None, noise: float = 0.0,
     loaded = [load(path, return_metadata=True) for path in model_paths]
     stored = {json.dumps(meta["physics"], sort_keys=True) for _, meta in loaded if "physics" in meta}
     if physics is not None:
-        spec = physics_spec(physics, noise=noise, seed=seed, **physics_params)
+        spec = physics_spec(physics, noise=noise, seed=seed, color=color, **physics_params)
     elif len(stored) == 1:
         spec = json.loads(stored.pop())
     else:
         raise ValueError(("none of the models was fine-tuned by `deepinv-meta finetune`, so none says"
                           if not stored else "the models were fine-tuned for different operators, so they do not say")
                          + f" which operator to use; pass --physics (one of {sorted(PHYSICS)}).")
-    test = load_images(images, EMBEDDED_TEST)
+    test = load_images(images, EMBEDDED_TEST, spec.get("channels", 1) == 3)
     small = [tuple(im.shape[-2:]) for im in test if min(im.shape[-2:]) < size]
     if small:
         raise ValueError(f"{len(small)} test image(s) are smaller than --size {size} (e.g. {small[0]}); use a "
@@ -198,7 +205,7 @@ def tune_baselines(spec: dict, names, size: int, denoiser, tune_images, patches:
     unknown = set(names) - set(baselines.BASELINE_GRIDS)
     if unknown:
         raise ValueError(f"unknown baselines {sorted(unknown)}; choose among {sorted(baselines.BASELINE_GRIDS)}.")
-    x = extract_patches(load_images(tune_images, EMBEDDED_TRAIN), size)
+    x = extract_patches(load_images(tune_images, EMBEDDED_TRAIN, spec.get("channels", 1) == 3), size)
     x = as_physics_images(spec, x[:: max(len(x) // patches, 1)][:patches]).to(device)
     operator = physics_for(spec, (size, size), device)
     y = operator(x)

@@ -53,11 +53,24 @@ def to_grey_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image))[None]
 
 
-def embedded_images(names=EMBEDDED_IMAGES) -> list[torch.Tensor]:
-    """Grey images shipped with scikit-image (no download), each a tensor (1, H, W) in [0, 1]."""
+def to_colour_tensor(image: np.ndarray) -> torch.Tensor:
+    """A numpy image (H, W), (H, W, 3) or (H, W, 4), any dtype, as an RGB float tensor (3, H, W) in [0, 1]
+    (grey images are repeated in the three channels)."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return to_grey_tensor(image).repeat(3, 1, 1)
+    if np.issubdtype(image.dtype, np.integer):
+        image = image.astype(np.float32) / np.iinfo(image.dtype).max
+    return torch.from_numpy(np.ascontiguousarray(image[..., :3].astype(np.float32))).permute(2, 0, 1)
+
+
+def embedded_images(names=EMBEDDED_IMAGES, grey: bool = True) -> list[torch.Tensor]:
+    """Images shipped with scikit-image (no download), each a tensor (1, H, W) in [0, 1], or (3, H, W)
+    with ``grey=False`` (grey ones repeated in the three channels)."""
     import skimage.data
 
-    return [to_grey_tensor(getattr(skimage.data, name)()) for name in names]
+    convert = to_grey_tensor if grey else to_colour_tensor
+    return [convert(getattr(skimage.data, name)()) for name in names]
 
 
 def extract_patches(images, patch_size: int, stride: int | None = None) -> torch.Tensor:

@@ -66,7 +66,7 @@ def test_train_finetune_evaluate_workflow(tmp_path, capsys):
     assert main(["finetune", str(meta), "--out", str(adapted), "--physics", "sr", "--factor", "2",
                  "--images", str(images), "--size", "16", "--patches", "4", "--steps", "3", "--device", "cpu"]) == 0
     tuned, metadata = load(adapted, return_metadata=True)
-    assert metadata["physics"] == {"name": "sr", "params": {"factor": 2}, "noise": 0.0, "seed": 0}
+    assert metadata["physics"] == {"name": "sr", "params": {"factor": 2}, "noise": 0.0, "seed": 0, "channels": 1}
     assert metadata["finetune"]["loss"] == "unsupervised" and metadata["outer_steps"] == 3
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), tuned.state_dict().values()))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), load(meta).state_dict().values()))
@@ -112,6 +112,21 @@ def test_workflow_errors_name_the_fix(tmp_path, capsys):
     assert "smaller --size" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "m.pt"), "--meta-gradient", "implicit", "--steps", "1"]) == 2
     assert "lam > 0" in capsys.readouterr().err
+    assert main(["finetune", str(meta), "--out", str(tmp_path / "x.pt"), "--physics", "mri", "--color"]) == 2
+    assert "drop --color" in capsys.readouterr().err
+
+
+def test_colour_models_are_fine_tuned_and_evaluated_on_rgb_images(tmp_path):
+    from deepinv_meta import save
+
+    meta, adapted, table = tmp_path / "meta.pt", tmp_path / "blur.pt", tmp_path / "t.json"
+    save(MetaPDNet(depth=2, channels=4), meta)  # channel-wise filters: grey weights on RGB images
+    assert main(["finetune", str(meta), "--out", str(adapted), "--physics", "blur", "--noise", "0.01", "--color",
+                 "--size", "32", "--patches", "2", "--steps", "1", "--device", "cpu"]) == 0
+    assert load(adapted, return_metadata=True)[1]["physics"]["channels"] == 3
+    # the stored operator says RGB: evaluate reads the (embedded) test images in colour without --color
+    assert main(["evaluate", str(adapted), "--size", "32", "--device", "cpu", "--json", str(table)]) == 0
+    assert [r["method"] for r in json.loads(table.read_text())["rows"]] == ["adjoint A^T y", str(adapted)]
 
 
 def test_evaluate_tunes_baselines_on_other_images_than_the_test_images(tmp_path, monkeypatch):
