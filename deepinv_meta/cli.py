@@ -122,6 +122,8 @@ def add_evaluate_parser(commands) -> None:
                           help="dpir's denoiser: DnCNN/FFDNet weights or 'drunet' (downloads); "
                                "default: weights/ipol_ffdnet/net_gray.pth under $DEEPINV_META_DATA")
     evaluate.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
+    evaluate.add_argument("--figure", default=None, metavar="FILE.png",
+                          help="also draw every method's reconstruction of the first test image")
 
 
 # name -> module under deepinv_meta.benchmarks with run(quick, device, root, out, seed)
@@ -170,7 +172,7 @@ def run_workflow(args) -> int:
             commands.run_evaluate(args.models, physics=args.physics, noise=args.noise, images=args.images,
                                   size=args.size, baselines_to_tune=args.baselines, denoiser=args.denoiser,
                                   tune_images=args.tune_images, color=args.color, device=args.device, seed=args.seed,
-                                  json_out=args.json,
+                                  json_out=args.json, figure=args.figure,
                                   **physics_options(args))
     except (FileNotFoundError, ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)

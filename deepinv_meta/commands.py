@@ -139,7 +139,7 @@ def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, im
 
 def run_evaluate(model_paths, *, physics: str | None = None, noise: float = 0.0, images=None, size: int = 128,
                  baselines_to_tune=(), denoiser=None, tune_images=None, tune_patches: int = 8, color: bool = False,
-                 device=None, seed: int = 0, json_out=None, **physics_params) -> list[dict]:
+                 device=None, seed: int = 0, json_out=None, figure=None, **physics_params) -> list[dict]:
     """PSNR (mean ± std over the test images, centre-cropped to ``size``) of each saved model.
 
     The operator is ``physics`` (with ``noise`` and its parameters) or, if ``None``, the one stored
@@ -148,8 +148,8 @@ def run_evaluate(model_paths, *, physics: str | None = None, noise: float = 0.0,
     whose parameters are grid-searched on ``tune_patches`` patches of ``tune_images`` (never on the test
     images); super-resolution solvers start from bicubic upsampling. ``dpir`` uses ``denoiser`` (a
     weight file or ``"drunet"``, :func:`~deepinv_meta.weights.load_denoiser`; default: the offline
-    FFDNet under ``$DEEPINV_META_DATA``). Prints a table, writes it to ``json_out`` if given, and
-    returns its rows.
+    FFDNet under ``$DEEPINV_META_DATA``). Prints a table, writes it to ``json_out`` if given and the
+    reconstructions of the first test image to the PNG ``figure`` if given, and returns the rows.
     """
     model_paths = [Path(p) for p in model_paths]
     if not model_paths:
@@ -194,8 +194,35 @@ def run_evaluate(model_paths, *, physics: str | None = None, noise: float = 0.0,
         print(f"| {r['method']:{width}s} | {r['psnr']:6.2f} ± {r['psnr_std']:4.2f} |")
     if json_out is not None:
         Path(json_out).write_text(json.dumps({"physics": spec, "size": size, "images": len(x), "rows": rows}, indent=2))
+    if figure is not None:
+        save_figure(figure, methods, operator, y[:1], x[:1], magnitude)
     sys.stdout.flush()
     return rows
+
+
+def save_figure(path, methods, operator, y, x, magnitude: bool) -> None:
+    """Ground truth and each method's reconstruction of one image, with its PSNR, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    show = baselines.complex_magnitude if magnitude else (lambda im: im)
+    panels = [("ground truth", show(x), None)]
+    for method, model in methods:
+        with torch.no_grad():
+            x_hat = show(model(y, operator)).clamp(0, 1)
+        panels.append((Path(method).name if method.endswith(".pt") else method, x_hat,
+                       dinv.loss.metric.PSNR()(x_hat, show(x)).item()))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels), 3.5), squeeze=False)
+    for ax, (title, image, psnr) in zip(axes[0], panels):
+        image = image[0].permute(1, 2, 0).squeeze(-1).cpu()
+        ax.imshow(image, cmap="gray" if image.dim() == 2 else None, vmin=0, vmax=1)
+        ax.set_title(title if psnr is None else f"{title}\n{psnr:.2f} dB", fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def tune_baselines(spec: dict, names, size: int, denoiser, tune_images, patches: int, device) -> list[tuple]:

@@ -73,7 +73,9 @@ def test_train_finetune_evaluate_workflow(tmp_path, capsys):
 
     table = tmp_path / "table.json"
     # the operator comes from the fine-tuned model; test images: the embedded scikit-image ones
-    assert main(["evaluate", str(meta), str(adapted), "--size", "32", "--json", str(table), "--device", "cpu"]) == 0
+    assert main(["evaluate", str(meta), str(adapted), "--size", "32", "--json", str(table), "--device", "cpu",
+                 "--figure", str(tmp_path / "fig.png")]) == 0
+    assert (tmp_path / "fig.png").stat().st_size > 1000
     printed = capsys.readouterr().out
     rows = json.loads(table.read_text())["rows"]
     assert [r["method"] for r in rows] == ["adjoint A^T y", "bicubic upsampling", str(meta), str(adapted)]
@@ -125,8 +127,10 @@ def test_colour_models_are_fine_tuned_and_evaluated_on_rgb_images(tmp_path):
                  "--size", "32", "--patches", "2", "--steps", "1", "--device", "cpu"]) == 0
     assert load(adapted, return_metadata=True)[1]["physics"]["channels"] == 3
     # the stored operator says RGB: evaluate reads the (embedded) test images in colour without --color
-    assert main(["evaluate", str(adapted), "--size", "32", "--device", "cpu", "--json", str(table)]) == 0
+    assert main(["evaluate", str(adapted), "--size", "32", "--device", "cpu", "--json", str(table),
+                 "--figure", str(tmp_path / "fig.png")]) == 0
     assert [r["method"] for r in json.loads(table.read_text())["rows"]] == ["adjoint A^T y", str(adapted)]
+    assert (tmp_path / "fig.png").stat().st_size > 1000
 
 
 def test_evaluate_tunes_baselines_on_other_images_than_the_test_images(tmp_path, monkeypatch):
