@@ -106,6 +106,11 @@ def tgv(ths: float, iterations: int = 20, inner_iterations: int = 100, init=None
     return hqs(dinv.models.TGVDenoiser(n_it_max=inner_iterations), ths, iterations, init=init)
 
 
+def tv(ths: float, iterations: int = 20, inner_iterations: int = 100, init=None):
+    r"""Total variation prior :math:`\lambda\|\nabla x\|_{1,2}` solved by HQS with deepinv's ``TVDenoiser``."""
+    return hqs(dinv.models.TVDenoiser(n_it_max=inner_iterations), ths, iterations, init=init)
+
+
 def dpir(denoiser: nn.Module, sigma: float, iterations: int = 8, init=None):
     r"""DPIR (Zhang et al., 2021): HQS with the denoiser noise level decreasing geometrically from 49/255 to ``sigma``.
 
@@ -362,6 +367,7 @@ def complex_magnitude(x: torch.Tensor) -> torch.Tensor:
 # the tunable baselines by name, with the grids the command line searches (the benchmarks store their own)
 BASELINE_GRIDS = {
     "wavelet": {"ths": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]},
+    "tv": {"ths": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]},
     "tgv": {"ths": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]},
     "dpir": {"sigma": [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255], "iterations": [8, 24]},
 }
@@ -369,10 +375,11 @@ BASELINE_GRIDS = {
 
 def baseline_builder(name: str, *, denoiser: nn.Module | None = None, init=None, device="cpu",
                      wavelet_iterations: int = 50, tgv_iterations: int = 10):
-    r"""``build(**params)`` for the baseline ``name`` (``"wavelet"``, ``"tgv"`` or ``"dpir"``), whose grid
+    r"""``build(**params)`` for the baseline ``name`` (``"wavelet"``, ``"tv"``, ``"tgv"`` or ``"dpir"``), whose grid
     is :data:`BASELINE_GRIDS` ``[name]``; ``dpir`` needs a ``denoiser`` (:func:`deepinv_meta.weights.load_denoiser`).
 
     :param Callable init: first iterate ``init(y, physics)``, e.g. :class:`Bicubic` for decimation SR.
+    :param int tgv_iterations: HQS iterations of ``tv`` and ``tgv`` (each runs an inner proximal solver).
 
     :Examples:
 
@@ -382,6 +389,8 @@ def baseline_builder(name: str, *, denoiser: nn.Module | None = None, init=None,
     """
     if name == "wavelet":
         return lambda ths: wavelet(ths, iterations=wavelet_iterations, init=init, device=device)
+    if name == "tv":
+        return lambda ths: tv(ths, iterations=tgv_iterations, init=init)
     if name == "tgv":
         return lambda ths: tgv(ths, iterations=tgv_iterations, init=init)
     if name == "dpir":

@@ -114,7 +114,7 @@ def add_evaluate_parser(commands) -> None:
     add_physics_options(evaluate, required=False)
     add_common_options(evaluate, "test images, centre-cropped to --size (default: scikit-image's bundled test images)")
     evaluate.add_argument("--size", type=int, default=128, help="centre crop (default 128)")
-    evaluate.add_argument("--baselines", nargs="+", default=[], choices=("wavelet", "tgv", "dpir"),
+    evaluate.add_argument("--baselines", nargs="+", default=[], choices=("wavelet", "tv", "tgv", "dpir"),
                           help="also deepinv solvers, each grid-searched on --tune-images (not the test images)")
     evaluate.add_argument("--tune-images", default=None, metavar="DIR",
                           help="images for the baselines' grid search (default: scikit-image's bundled training images)")

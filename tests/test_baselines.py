@@ -27,6 +27,7 @@ def test_adjoint_is_a_reconstructor(sr_problem):
 
 
 @pytest.mark.parametrize("build", [lambda **kw: baselines.tgv(0.05, iterations=5, inner_iterations=50, **kw),
+                                   lambda **kw: baselines.tv(0.05, iterations=5, inner_iterations=50, **kw),
                                    lambda **kw: baselines.wavelet(0.05, iterations=5, **kw)])
 def test_variational_baselines_denoise(build):
     physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1, rng=torch.Generator().manual_seed(0)))
@@ -118,3 +119,13 @@ def test_pnp_admm_starts_phase_retrieval_from_mid_grey_and_takes_an_init():
     start = torch.rand(1, 1, 8, 8)
     baselines.PnPADMM(denoiser, 0.1, tiny, iterations=1, complex_physics=True, init=lambda y, p: start)(y, physics)
     torch.testing.assert_close(seen[-1], start)
+
+
+def test_baselines_by_name_take_their_grid_and_refuse_unknown_names():
+    for name in ("wavelet", "tv", "tgv"):
+        build = baselines.baseline_builder(name)
+        assert isinstance(build(**{k: v[0] for k, v in baselines.BASELINE_GRIDS[name].items()}), torch.nn.Module)
+    with pytest.raises(ValueError, match="needs a denoiser"):
+        baselines.baseline_builder("dpir")
+    with pytest.raises(ValueError, match="choose among"):
+        baselines.baseline_builder("bm4d")
