@@ -244,8 +244,12 @@ def tune_baselines(spec: dict, names, size: int, denoiser, tune_images, patches:
         build = baselines.baseline_builder(name, denoiser=denoiser, init=init, device=device)
         params, score, _ = baselines.grid_search(build, baselines.BASELINE_GRIDS[name], operator, y, x,
                                                  magnitude=spec["name"] == "mri")
+        grid = baselines.BASELINE_GRIDS[name]
         shown = ", ".join(f"{k}={v:.4g}" for k, v in params.items())
-        print(f"{name}: best {shown} ({score:.2f} dB on {len(x)} tuning patches)")
+        edges = [k for k, v in params.items() if len(grid[k]) > 1 and v in (min(grid[k]), max(grid[k]))]
+        print(f"{name}: best {shown} ({score:.2f} dB on {len(x)} tuning patches)"
+              + (f"; {', '.join(edges)} at the edge of its grid {[grid[k] for k in edges]}: the optimum may lie "
+                 "outside, so this baseline may be under-tuned" if edges else ""))
         tuned.append((f"{name} ({shown})", build(**params)))
     return tuned
 
