@@ -6,6 +6,9 @@ import argparse
 import logging
 import sys
 
+from .baselines import BASELINE_GRIDS
+from .physics import PHYSICS
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepinv-meta", description="Meta-learning for imaging inverse problems (deepinv plugin).")
@@ -56,8 +59,6 @@ def add_common_options(parser, images_help: str) -> None:
 
 
 def add_physics_options(parser, required: bool) -> None:
-    from .physics import PHYSICS
-
     parser.add_argument("--physics", choices=sorted(PHYSICS), required=required, default=None,
                         help="the unseen operator" + ("" if required else " (default: the one stored by finetune)"))
     for name, (kind, text) in PHYSICS_OPTIONS.items():
@@ -114,7 +115,7 @@ def add_evaluate_parser(commands) -> None:
     add_physics_options(evaluate, required=False)
     add_common_options(evaluate, "test images, centre-cropped to --size (default: scikit-image's bundled test images)")
     evaluate.add_argument("--size", type=int, default=128, help="centre crop (default 128)")
-    evaluate.add_argument("--baselines", nargs="+", default=[], choices=("wavelet", "tv", "tgv", "dpir"),
+    evaluate.add_argument("--baselines", nargs="+", default=[], choices=list(BASELINE_GRIDS),
                           help="also deepinv solvers, each grid-searched on --tune-images (not the test images)")
     evaluate.add_argument("--tune-images", default=None, metavar="DIR",
                           help="images for the baselines' grid search (default: scikit-image's bundled training images)")
@@ -157,24 +158,23 @@ def run_workflow(args) -> int:
             commands.run_train(
                 args.out, images=args.images, val_images=args.val_images, patch_size=args.patch_size,
                 inner_loss=args.inner_loss, inner_steps=args.inner_steps, inner_lr=args.inner_lr, lam=args.lam,
-                meta_gradient=args.meta_gradient,
-                outer_lr=args.outer_lr, batch_size=args.batch_size, depth=args.depth, channels=args.channels,
-                steps=args.steps, minutes=args.minutes, checkpoint=args.checkpoint, color=args.color, device=args.device,
-                seed=args.seed, progress=sys.stderr.isatty())
+                meta_gradient=args.meta_gradient, outer_lr=args.outer_lr, batch_size=args.batch_size,
+                depth=args.depth, channels=args.channels, steps=args.steps, minutes=args.minutes,
+                checkpoint=args.checkpoint, color=args.color, device=args.device, seed=args.seed,
+                progress=sys.stderr.isatty())
         elif args.command == "finetune":
             commands.run_finetune(
                 args.model, args.out, physics=args.physics, noise=args.noise, images=args.images, size=args.size,
                 patches=args.patches, loss=args.loss, steps=args.steps, lr=args.lr, lam=args.lam,
                 batch_size=args.batch_size, color=args.color, device=args.device, seed=args.seed,
-                progress=sys.stderr.isatty(),
-                **physics_options(args))
+                progress=sys.stderr.isatty(), **physics_options(args))
         else:
             commands.run_evaluate(args.models, physics=args.physics, noise=args.noise, images=args.images,
                                   size=args.size, baselines_to_tune=args.baselines, denoiser=args.denoiser,
                                   tune_images=args.tune_images, color=args.color, device=args.device, seed=args.seed,
                                   json_out=args.json, figure=args.figure,
                                   **physics_options(args))
-    except (FileNotFoundError, ValueError, TypeError) as error:
+    except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -31,6 +31,12 @@ def test_random_operators_are_fixed_by_their_seed():
     assert mri.mean().item() == pytest.approx(0.25, abs=0.05)
 
 
+def test_the_parser_has_an_option_for_every_operator_parameter():
+    from deepinv_meta import cli
+
+    assert sorted(cli.PHYSICS_OPTIONS) == sorted({p for params in PHYSICS.values() for p in params})
+
+
 def test_bad_operator_requests_name_the_problem():
     with pytest.raises(ValueError, match="choose among"):
         build_physics("ct", (16, 16))
