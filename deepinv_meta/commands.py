@@ -60,6 +60,11 @@ def physics_for(spec: dict, size, device) -> dinv.physics.Physics:
                          seed=spec["seed"], device=device, **spec["params"])
 
 
+def evenly_spaced(x: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` of the patches ``x``, taken at a regular stride (spread over all the images)."""
+    return x[:: max(len(x) // count, 1)][:count]
+
+
 def as_physics_images(spec: dict, x: torch.Tensor) -> torch.Tensor:
     return as_complex(x) if spec["name"] == "mri" else x
 
@@ -99,7 +104,8 @@ def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_
     start = time.perf_counter()
     trainer.train(steps=steps, max_time=None if minutes is None else 60 * minutes)
     seconds = time.perf_counter() - start
-    save(trainer.model, out, inner_loss=inner_loss, outer_steps=trainer.step, train_time_s=seconds)
+    save(trainer.model, out, inner_loss=inner_loss, outer_steps=trainer.step,
+         train_time_s=sum(record["time_s"] for record in trainer.history))  # resumed runs included
     psnr = dinv.loss.metric.PSNR()
     scores = trainer.evaluate(metric=lambda a, b: psnr(a.clamp(0, 1), b))
     print(f"{trainer.step} outer steps ({seconds:.0f} s this run); PSNR on held-out patches, meta-model / after "
@@ -122,7 +128,7 @@ def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, im
     model, metadata = load(model_path, return_metadata=True)
     model = model.to(device)
     x = extract_patches(load_images(images, EMBEDDED_TRAIN, color), size)
-    x = as_physics_images(spec, x[:: max(len(x) // patches, 1)][:patches]).to(device)
+    x = as_physics_images(spec, evenly_spaced(x, patches)).to(device)
     operator = physics_for(spec, (size, size), device)
     y = operator(x)
     print(f"fine-tuning {model_path} on {len(x)} patches {size}x{size}, physics {spec['name']} {spec['params']} "
@@ -233,7 +239,7 @@ def tune_baselines(spec: dict, names, size: int, denoiser, tune_images, patches:
     if unknown:
         raise ValueError(f"unknown baselines {sorted(unknown)}; choose among {sorted(baselines.BASELINE_GRIDS)}.")
     x = extract_patches(load_images(tune_images, EMBEDDED_TRAIN, spec.get("channels", 1) == 3), size)
-    x = as_physics_images(spec, x[:: max(len(x) // patches, 1)][:patches]).to(device)
+    x = as_physics_images(spec, evenly_spaced(x, patches)).to(device)
     operator = physics_for(spec, (size, size), device)
     y = operator(x)
     init = baselines.Bicubic(spec["params"]["factor"]) if spec["name"] == "sr" else None
