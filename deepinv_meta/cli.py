@@ -7,6 +7,7 @@ import logging
 import sys
 
 from .baselines import BASELINE_GRIDS
+from .losses import INNER_LOSSES
 from .physics import PHYSICS
 
 
@@ -77,7 +78,7 @@ def add_train_parser(commands) -> None:
     train.add_argument("--val-images", default=None, metavar="DIR",
                        help="held-out images for the outer loss (default: 20%% of the training patches)")
     train.add_argument("--patch-size", type=int, default=64)
-    train.add_argument("--inner-loss", choices=("supervised", "unsupervised"), default="unsupervised")
+    train.add_argument("--inner-loss", choices=INNER_LOSSES, default="unsupervised")
     train.add_argument("--inner-steps", type=int, default=1)
     train.add_argument("--inner-lr", type=float, default=1e-3)
     train.add_argument("--lam", type=float, default=0.0, help="proximal weight lambda of the inner problem")
@@ -102,7 +103,9 @@ def add_finetune_parser(commands) -> None:
     add_common_options(tune, "fine-tuning images, cut into patches (default: scikit-image's bundled images)")
     tune.add_argument("--size", type=int, default=64, help="patch size (default 64)")
     tune.add_argument("--patches", type=int, default=32, help="number of patches (default 32)")
-    tune.add_argument("--loss", choices=("supervised", "unsupervised"), default="unsupervised")
+    tune.add_argument("--loss", choices=INNER_LOSSES, default="unsupervised",
+                      help="supervised (needs the ground truth), unsupervised ||A f(y) - y||^2, or equivariant "
+                           "(unsupervised plus shift-equivariant imaging: keeps the null space of A in check)")
     tune.add_argument("--steps", type=int, default=50)
     tune.add_argument("--lr", type=float, default=1e-3)
     tune.add_argument("--lam", type=float, default=0.0, help="proximal weight lambda (keeps the weights near the meta-model)")

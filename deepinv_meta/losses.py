@@ -9,14 +9,18 @@ All data terms are mean squared errors (averaged over batch and pixels), so that
     \mathcal{L}_{\mathrm{uns}}(f_\phi) = \operatorname{mean} \|A f_\phi(y, A) - y\|^2,
 
 and the proximal term tying the fast weights :math:`\phi` to the meta-weights :math:`\theta` is
-:math:`\frac{\lambda}{2}\|\phi - \theta\|^2` (a plain sum over all parameters).
+:math:`\frac{\lambda}{2}\|\phi - \theta\|^2` (a plain sum over all parameters). The ``"equivariant"``
+inner loss, not in the paper, adds equivariant imaging (:func:`equivariant_loss`) to
+:math:`\mathcal{L}_{\mathrm{uns}}`: still no ground truth, but the null space of :math:`A` is no longer free.
 """
 
 from __future__ import annotations
 
 import torch
 
-INNER_LOSSES = ("supervised", "unsupervised")
+import deepinv as dinv
+
+INNER_LOSSES = ("supervised", "unsupervised", "equivariant")
 
 
 def check_loss_name(name: str) -> str:
@@ -24,7 +28,8 @@ def check_loss_name(name: str) -> str:
     if name not in INNER_LOSSES:
         raise ValueError(
             f"Unknown inner loss {name!r}. Use one of {INNER_LOSSES}: 'supervised' needs "
-            "ground truth x, 'unsupervised' only the measurements y (||A f(y) - y||^2)."
+            "ground truth x, 'unsupervised' only the measurements y (||A f(y) - y||^2), 'equivariant' "
+            "adds shift-equivariant imaging to it (no ground truth either)."
         )
     return name
 
@@ -69,10 +74,42 @@ def measurement_consistency_loss(x_hat: torch.Tensor, y: torch.Tensor, physics) 
     return torch.mean((y_hat - y) ** 2)
 
 
+def equivariant_loss(x_hat: torch.Tensor, y: torch.Tensor, physics, model, rng: torch.Generator | None = None
+                     ) -> torch.Tensor:
+    r"""Measurement consistency plus equivariant imaging (Chen, Tachella & Davies, 2021), no ground truth:
+
+    .. math:: \operatorname{mean}\|A\hat x - y\|^2 + \operatorname{mean}\|T\hat x - f(A T\hat x)\|^2,
+
+    with :math:`\hat x = f(y)` and :math:`T` a random integer circular shift (deepinv's ``EILoss`` with
+    ``Shift``). The first term leaves the null space of :math:`A` free (decimation: the pixels that are
+    not sampled); the second asks the network to reconstruct shifted images too, which moves other
+    pixels into the sampled positions.
+
+    :param model: the reconstructor ``model(y, physics)`` that gave ``x_hat``.
+    :param torch.Generator rng: draws the shifts (on ``x_hat``'s device; default: deepinv's).
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_meta.losses import equivariant_loss
+    >>> from deepinv_meta.tasks import decimation
+    >>> physics, x = decimation((1, 8, 8)), torch.rand(1, 1, 8, 8)
+    >>> y = physics(x)
+    >>> zero_filled = lambda y, physics: physics.A_adjoint(y)  # consistent with y, not with odd shifts
+    >>> rng = torch.Generator().manual_seed(0)
+    >>> max(equivariant_loss(zero_filled(y, physics), y, physics, zero_filled, rng).item() for _ in range(8)) > 0
+    True
+    """
+    ei = dinv.loss.EILoss(transform=dinv.transform.Shift(rng=rng), apply_noise=False)
+    return measurement_consistency_loss(x_hat, y, physics) + ei(x_hat, physics, model)
+
+
 def data_loss(
-    name: str, x_hat: torch.Tensor, y: torch.Tensor, physics, x: torch.Tensor | None = None
+    name: str, x_hat: torch.Tensor, y: torch.Tensor, physics, x: torch.Tensor | None = None, model=None,
+    rng: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Inner data term by name: ``"supervised"`` (needs ``x``) or ``"unsupervised"``."""
+    """Inner data term by name: ``"supervised"`` (needs ``x``), ``"unsupervised"`` or ``"equivariant"``
+    (needs the ``model``, :func:`equivariant_loss`; ``rng`` draws its shifts)."""
     check_loss_name(name)
     if name == "supervised":
         if x is None:
@@ -80,6 +117,10 @@ def data_loss(
                 "The 'supervised' loss needs ground truth x; pass x=... or use loss='unsupervised'."
             )
         return supervised_loss(x_hat, x)
+    if name == "equivariant":
+        if model is None:
+            raise ValueError("The 'equivariant' loss needs the reconstructor: data_loss(..., model=f).")
+        return equivariant_loss(x_hat, y, physics, model, rng)
     return measurement_consistency_loss(x_hat, y, physics)
 
 

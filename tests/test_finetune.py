@@ -1,5 +1,8 @@
 """finetune(): adapts a copy, never the meta-model; works under no_grad; clear errors."""
 
+import copy
+import math
+
 import deepinv as dinv
 import pytest
 import torch
@@ -66,3 +69,33 @@ def test_on_step_sees_every_step_and_ends_at_the_returned_weights():
     assert not torch.equal(seen[0][1], seen[-1][1])
     with torch.no_grad():
         torch.testing.assert_close(seen[-1][1], adapted(y, physics))
+
+
+def test_equivariant_loss_sees_what_measurement_consistency_cannot():
+    """Decimation: the zero-filled A^T y fits y exactly (unsupervised loss 0) but is not shift-equivariant."""
+    from deepinv_meta.losses import data_loss
+    from deepinv_meta.tasks import decimation
+
+    physics = decimation((1, 16, 16))
+    x = torch.nn.functional.avg_pool2d(torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)), 3, 1, 1)
+    y = physics(x)
+    zero_filled = lambda y, physics: physics.A_adjoint(y)  # noqa: E731
+    x_hat = zero_filled(y, physics)
+    assert data_loss("unsupervised", x_hat, y, physics) == 0
+    rng = torch.Generator().manual_seed(0)  # an even shift keeps the sampled grid (loss 0): draw several
+    draws = [data_loss("equivariant", x_hat, y, physics, model=zero_filled, rng=rng).item() for _ in range(8)]
+    assert max(draws) > 1e-3
+    with pytest.raises(ValueError, match="needs the reconstructor"):
+        data_loss("equivariant", x_hat, y, physics)
+
+
+def test_equivariant_finetuning_is_reproducible_and_leaves_the_meta_model_alone():
+    from deepinv_meta.tasks import decimation
+
+    physics = decimation((1, 16, 16))
+    y = physics(torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(1)))
+    model = MetaPDNet(depth=2, channels=4)
+    before = copy.deepcopy(model.state_dict())
+    runs = [finetune(model, physics, y, steps=3, loss="equivariant", return_losses=True) for _ in range(2)]
+    assert runs[0][1] == runs[1][1] and all(math.isfinite(v) for v in runs[0][1])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

@@ -35,8 +35,9 @@ def finetune(
 
     .. math:: \min_\phi\ \ell(f_\phi) + \frac{\lambda}{2}\|\phi - \theta^*\|^2,
 
-    where :math:`\ell` is ``mean ||A f(y) - y||^2`` (``loss="unsupervised"``, no ground truth) or
-    ``mean ||f(y) - x||^2`` (``loss="supervised"``). It runs the same inner-loop engine as
+    where :math:`\ell` is ``mean ||A f(y) - y||^2`` (``loss="unsupervised"``, no ground truth),
+    that plus shift-equivariant imaging (``loss="equivariant"``, :func:`~deepinv_meta.losses.equivariant_loss`,
+    no ground truth either) or ``mean ||f(y) - x||^2`` (``loss="supervised"``). It runs the same inner-loop engine as
     meta-training (:class:`~deepinv_meta.bilevel.InnerLoop`), without meta-gradients, and works
     under ``torch.no_grad()`` too.
 
@@ -45,7 +46,7 @@ def finetune(
     :param torch.Tensor y: fine-tuning measurements, shape ``(N, ...)``.
     :param torch.Tensor x: ground truth, needed for ``loss="supervised"``.
     :param int steps: number of fine-tuning steps (>= 0).
-    :param str loss: ``"unsupervised"`` or ``"supervised"``.
+    :param str loss: ``"unsupervised"``, ``"equivariant"`` or ``"supervised"``.
     :param float lam: proximal weight :math:`\lambda`.
     :param float lr: learning rate.
     :param str optimizer: ``"adam"`` or ``"sgd"`` (plain gradient descent).
@@ -79,6 +80,7 @@ def finetune(
     inner = InnerLoop(steps=steps, lr=lr, optimizer=optimizer, lam=lam)
     adapted = copy.deepcopy(model)
     rng = torch.Generator().manual_seed(seed)
+    shifts = torch.Generator(y.device).manual_seed(seed + 1)  # the equivariant loss's random shifts
 
     current = {}
 
@@ -89,7 +91,7 @@ def finetune(
         else:
             idx = torch.randperm(y.shape[0], generator=rng)[:batch_size].to(y.device)
             yb, xb = y[idx], None if x is None else x[idx]
-        return data_loss(loss, fmodel(yb, physics), yb, physics, xb)
+        return data_loss(loss, fmodel(yb, physics), yb, physics, xb, model=fmodel, rng=shifts)
 
     bar = tqdm(total=steps, desc=f"fine-tuning ({loss})", disable=not progress, leave=False)
 

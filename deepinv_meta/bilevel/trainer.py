@@ -54,7 +54,8 @@ class MetaTrainer:
 
     :param torch.nn.Module model: a reconstructor ``model(y, physics)``.
     :param list tasks: :class:`~deepinv_meta.tasks.Task` objects.
-    :param str inner_loss: ``"supervised"`` or ``"unsupervised"`` (:math:`\|Af(y)-y\|^2`).
+    :param str inner_loss: ``"supervised"``, ``"unsupervised"`` (:math:`\|Af(y)-y\|^2`) or ``"equivariant"``
+        (that plus shift-equivariant imaging, :func:`~deepinv_meta.losses.equivariant_loss`).
     :param int inner_steps: inner optimizer steps per episode.
     :param float inner_lr: inner learning rate.
     :param str inner_optimizer: ``"adam"`` (matches ``torch.optim.Adam``) or ``"sgd"``.
@@ -248,9 +249,12 @@ class MetaTrainer:
     def adapt(self, episode, track_meta_grad: bool = True):
         """Run the inner loop on an episode's training batch; returns the :class:`InnerResult`."""
 
+        shifts = torch.Generator(self.device).manual_seed(self.seed + self.step)  # equivariant loss; resumable
+
         def loss(fmodel, k):
             x_hat = fmodel(episode.y_train, episode.physics)
-            return data_loss(self.inner_loss, x_hat, episode.y_train, episode.physics, episode.target_train)
+            return data_loss(self.inner_loss, x_hat, episode.y_train, episode.physics, episode.target_train,
+                             model=fmodel, rng=shifts)
 
         return self.inner.run(self.model, loss, track_meta_grad=track_meta_grad)
 
