@@ -13,13 +13,15 @@ def test_quick_meta_prior_benchmark_writes_the_contract(tmp_path):
     from deepinv_meta import load
     from deepinv_meta.cli import main
 
-    assert main(["benchmark", "meta-prior", "--quick", "--part", "imaging", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    assert main(["benchmark", "meta-prior", "--quick", "--part", "imaging", "--device", "cpu", "--out", str(tmp_path),
+                 "--set", "equivariant_finetuning=True"]) == 0
     result = json.loads((tmp_path / "results.json").read_text())
     assert result["benchmark"] == "meta-prior" and result["quick"] is True and result["wall_time_s"] > 0
     tasks = {row["task"] for row in result["rows"]}
     assert {"SR x2 (Set3C)", "MRI x4 (knee P6-P10)"} <= tasks
     methods = {row["method"] for row in result["rows"]}
     assert {"DPIR (FFDNet)", "TGV (HQS)", "wavelet (db8, HQS)", "adjoint / zero-filled"} <= methods
+    assert "unsupervised meta-model + 20 equivariant steps" in methods
     assert all(5 < row["psnr"] < 60 for row in result["rows"])
     for name in ("table.md", "finetuning_curves.png", "visual_comparison.png", "training_tasks.png"):
         assert (tmp_path / name).stat().st_size > 0

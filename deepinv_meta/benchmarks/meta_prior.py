@@ -61,6 +61,9 @@ FULL = dict(
     # test's acceleration and centre per episode) to the paper's four tasks. MRI x4 is then no longer an
     # unseen operator class (only the knee images and the test's own mask are new); off by default (paper).
     fourier_task=False,
+    # True adds rows of the unsupervised meta-model fine-tuned with the "equivariant" loss (measurement consistency
+    # plus shift-equivariant imaging, losses.equivariant_loss; not in the paper), still without ground truth.
+    equivariant_finetuning=False,
 )
 QUICK = dict(
     FULL, depth=8, channels=16, train_minutes=1.0, val_images=5, eval_episodes=1, finetune_patches=8,
@@ -252,8 +255,12 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, re
                 visuals[(task, method)] = recon
         torch.manual_seed(seed + 1)
         random_init = MetaPDNet(depth=cfg["depth"], channels=cfg["channels"]).to(device)
-        for loss in ("supervised", "unsupervised"):  # each meta-model is fine-tuned with its own inner loss (paper)
-            starts = [(f"{loss} meta-model", meta_models[loss])]
+        # each meta-model is fine-tuned with its own inner loss (paper); optionally the unsupervised one also with
+        # the equivariant loss (not in the paper)
+        finetunings = [("supervised", "supervised"), ("unsupervised", "unsupervised")]
+        finetunings += [("unsupervised", "equivariant")] if cfg["equivariant_finetuning"] else []
+        for meta_loss, loss in finetunings:
+            starts = [(f"{meta_loss} meta-model", meta_models[meta_loss])]
             if loss in cfg["random_init_losses"]:
                 starts.append(("random init", random_init))
             for init_name, start_model in starts:
@@ -324,7 +331,7 @@ def write_outputs(result: dict, curves: dict, visuals: dict, out: Path) -> None:
     for ax, task in zip(axes[0], tasks):
         for (t, init, loss), curve in curves.items():
             if t == task:
-                style = "-" if loss == "supervised" else "--"
+                style = {"supervised": "-", "unsupervised": "--"}.get(loss, ":")
                 colour = "tab:blue" if init != "random init" else "tab:grey"
                 ax.plot(list(curve), list(curve.values()), style, marker="o", ms=3, color=colour,
                         label=f"{init}, {loss} fine-tuning")
