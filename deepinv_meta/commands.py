@@ -19,7 +19,6 @@ takes grey images as complex images with a zero imaginary part and is scored on 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,8 @@ import torch
 from . import baselines
 from .bilevel import MetaTrainer, finetune
 from .bilevel.trainer import default_device
-from .data import EMBEDDED_TEST, EMBEDDED_TRAIN, as_complex, center_crop, embedded_images, extract_patches, load_image_folder
+from .data import (EMBEDDED_TEST, EMBEDDED_TRAIN, as_complex, center_crop, data_root, embedded_images,
+                   extract_patches, load_image_folder)
 from .io import load, save
 from .models import MetaPDNet
 from .physics import PHYSICS, build_physics, physics_parameters
@@ -46,9 +46,8 @@ def load_images(folder, default_names, color: bool = False) -> list[torch.Tensor
 
 
 def physics_spec(name: str, noise: float = 0.0, seed: int = 0, color: bool = False, **params) -> dict:
-    """The operator description stored with an adapted model (:func:`~deepinv_meta.physics.build_physics`)."""
-    if not noise >= 0:
-        raise ValueError(f"noise (a standard deviation) must be >= 0, got {noise!r}.")
+    """The operator description stored with an adapted model (:func:`~deepinv_meta.physics.build_physics`,
+    which both commands call right after, checks the noise level)."""
     if color and name == "mri":
         raise ValueError("mri takes grey images (as complex ones); drop --color.")
     return {"name": name, "params": physics_parameters(name, **params), "noise": noise, "seed": seed,
@@ -150,7 +149,7 @@ def run_evaluate(model_paths, *, physics: str | None = None, noise: float = 0.0,
 
     The operator is ``physics`` (with ``noise`` and its parameters) or, if ``None``, the one stored
     with the fine-tuned models by :func:`run_finetune` (they must agree). ``baselines_to_tune`` names
-    deepinv solvers (``"wavelet"``, ``"tgv"``, ``"dpir"``; :func:`~deepinv_meta.baselines.baseline_builder`)
+    deepinv solvers (``"wavelet"``, ``"tv"``, ``"tgv"``, ``"dpir"``; :func:`~deepinv_meta.baselines.baseline_builder`)
     whose parameters are grid-searched on ``tune_patches`` patches of ``tune_images`` (never on the test
     images); super-resolution solvers start from bicubic upsampling. ``dpir`` uses ``denoiser`` (a
     weight file or ``"drunet"``, :func:`~deepinv_meta.weights.load_denoiser`; default: the offline
@@ -248,9 +247,8 @@ def tune_baselines(spec: dict, names, size: int, denoiser, tune_images, patches:
     tuned = []
     for name in names:
         build = baselines.baseline_builder(name, denoiser=denoiser, init=init, device=device)
-        params, score, _ = baselines.grid_search(build, baselines.BASELINE_GRIDS[name], operator, y, x,
-                                                 magnitude=spec["name"] == "mri")
         grid = baselines.BASELINE_GRIDS[name]
+        params, score, _ = baselines.grid_search(build, grid, operator, y, x, magnitude=spec["name"] == "mri")
         shown = ", ".join(f"{k}={v:.4g}" for k, v in params.items())
         edges = [k for k, v in params.items() if len(grid[k]) > 1 and v in (min(grid[k]), max(grid[k]))]
         print(f"{name}: best {shown} ({score:.2f} dB on {len(x)} tuning patches)"
@@ -262,8 +260,12 @@ def tune_baselines(spec: dict, names, size: int, denoiser, tune_images, patches:
 
 def default_denoiser() -> Path:
     """The offline FFDNet of ``$DEEPINV_META_DATA``, or an error that says how to choose a denoiser."""
-    path = Path(os.environ.get("DEEPINV_META_DATA", "")) / "weights" / "ipol_ffdnet" / "net_gray.pth"
-    if not os.environ.get("DEEPINV_META_DATA") or not path.is_file():
-        raise ValueError("the dpir baseline needs a denoiser: --denoiser PATH (DnCNN or FFDNet weights) or "
-                         "--denoiser drunet (deepinv's DRUNet, downloaded once).")
+    advice = ("the dpir baseline needs a denoiser: --denoiser PATH (DnCNN or FFDNet weights) or "
+              "--denoiser drunet (deepinv's DRUNet, downloaded once)")
+    try:
+        path = data_root() / "weights" / "ipol_ffdnet" / "net_gray.pth"
+    except FileNotFoundError as error:  # no $DEEPINV_META_DATA
+        raise ValueError(f"{advice}; {error}") from error
+    if not path.is_file():
+        raise ValueError(f"{advice}; {path} does not exist.")
     return path
