@@ -105,7 +105,10 @@ def add_finetune_parser(commands) -> None:
     tune.add_argument("--patches", type=int, default=32, help="number of patches (default 32)")
     tune.add_argument("--loss", choices=INNER_LOSSES, default="unsupervised",
                       help="supervised (needs the ground truth), unsupervised ||A f(y) - y||^2, or equivariant "
-                           "(unsupervised plus shift-equivariant imaging: keeps the null space of A in check)")
+                           "(unsupervised plus equivariant imaging: keeps the null space of A in check)")
+    tune.add_argument("--transform", choices=("shift", "rotate"), default="shift",
+                      help="transform of the equivariant loss (default shift; rotate for mri, where shifts "
+                           "only change k-space phases)")
     tune.add_argument("--steps", type=int, default=50)
     tune.add_argument("--lr", type=float, default=1e-3)
     tune.add_argument("--lam", type=float, default=0.0, help="proximal weight lambda (keeps the weights near the meta-model)")
@@ -168,7 +171,7 @@ def run_workflow(args) -> int:
         elif args.command == "finetune":
             commands.run_finetune(
                 args.model, args.out, physics=args.physics, noise=args.noise, images=args.images, size=args.size,
-                patches=args.patches, loss=args.loss, steps=args.steps, lr=args.lr, lam=args.lam,
+                patches=args.patches, loss=args.loss, transform=args.transform, steps=args.steps, lr=args.lr, lam=args.lam,
                 batch_size=args.batch_size, color=args.color, device=args.device, seed=args.seed,
                 progress=sys.stderr.isatty(), **physics_options(args))
         else:

@@ -32,6 +32,7 @@ from .bilevel.trainer import default_device
 from .data import (EMBEDDED_TEST, EMBEDDED_TRAIN, as_complex, center_crop, data_root, embedded_images,
                    extract_patches, load_image_folder)
 from .io import load, save
+from .losses import equivariance_transform
 from .models import MetaPDNet
 from .physics import PHYSICS, build_physics, physics_parameters
 from .tasks import meta_prior_tasks
@@ -114,14 +115,18 @@ def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_
 
 
 def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, images=None, size: int = 64,
-                 patches: int = 32, loss: str = "unsupervised", steps: int = 50, lr: float = 1e-3, lam: float = 0.0,
-                 batch_size=None, color: bool = False, device=None, seed: int = 0, progress: bool = True,
-                 **physics_params):
+                 patches: int = 32, loss: str = "unsupervised", transform: str = "shift", steps: int = 50,
+                 lr: float = 1e-3, lam: float = 0.0, batch_size=None, color: bool = False, device=None, seed: int = 0,
+                 progress: bool = True, **physics_params):
     """Fine-tune a saved model on ``patches`` patches (``size`` × ``size``) measured by an unseen operator.
 
     The operator (``physics`` and its parameters, see :func:`~deepinv_meta.physics.build_physics`) is
-    stored with the adapted model, so that :func:`run_evaluate` rebuilds it. Returns the adapted model.
+    stored with the adapted model, so that :func:`run_evaluate` rebuilds it. ``transform`` (``"shift"`` or
+    ``"rotate"``, :func:`~deepinv_meta.losses.equivariance_transform`) is the equivariant loss's. Returns the
+    adapted model.
     """
+    if transform != "shift" and loss != "equivariant":
+        raise ValueError(f"--transform {transform} only applies to --loss equivariant (got --loss {loss}).")
     device = torch.device(device) if device else default_device()
     spec = physics_spec(physics, noise=noise, seed=seed, color=color, **physics_params)
     model, metadata = load(model_path, return_metadata=True)
@@ -130,12 +135,18 @@ def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, im
     x = as_physics_images(spec, evenly_spaced(x, patches)).to(device)
     operator = physics_for(spec, (size, size), device)
     y = operator(x)
+    label = f"{loss} ({transform})" if loss == "equivariant" else loss
     print(f"fine-tuning {model_path} on {len(x)} patches {size}x{size}, physics {spec['name']} {spec['params']} "
-          f"(noise {noise}), {steps} {loss} steps | device {device}")
-    adapted, losses = finetune(model, operator, y, x=x if loss == "supervised" else None, steps=steps, loss=loss,
+          f"(noise {noise}), {steps} {label} steps | device {device}")
+    objective = loss
+    if loss == "equivariant" and transform != "shift":  # the library's "equivariant" loss uses shifts
+        rng = torch.Generator(device).manual_seed(seed + 1)
+        objective = [dinv.loss.MCLoss(), dinv.loss.EILoss(equivariance_transform(transform, rng), apply_noise=False)]
+    adapted, losses = finetune(model, operator, y, x=x if loss == "supervised" else None, steps=steps, loss=objective,
                                lr=lr, lam=lam, batch_size=batch_size, seed=seed, progress=progress, return_losses=True)
     save(adapted, out, physics=spec, finetune={"from": str(model_path), "loss": loss, "steps": steps, "lr": lr,
-                                               "lam": lam, "patches": len(x), "size": size},
+                                               "lam": lam, "patches": len(x), "size": size,
+                                               **({"transform": transform} if loss == "equivariant" else {})},
          **{k: v for k, v in metadata.items() if k not in ("physics", "finetune")})
     if losses:
         print(f"{loss} loss {losses[0]:.3e} -> {losses[-1]:.3e}; adapted model saved to {out}")

@@ -12,6 +12,7 @@ and the proximal term tying the fast weights :math:`\phi` to the meta-weights :m
 :math:`\frac{\lambda}{2}\|\phi - \theta\|^2` (a plain sum over all parameters). The ``"equivariant"``
 inner loss, not in the paper, adds equivariant imaging (:func:`equivariant_loss`) to
 :math:`\mathcal{L}_{\mathrm{uns}}`: still no ground truth, but the null space of :math:`A` is no longer free.
+Wherever an inner loss is asked for, deepinv's own losses may be given too (:func:`data_loss`).
 """
 
 from __future__ import annotations
@@ -23,15 +24,35 @@ import deepinv as dinv
 INNER_LOSSES = ("supervised", "unsupervised", "equivariant")
 
 
-def check_loss_name(name: str) -> str:
-    """Return ``name`` if it is a known inner loss, else raise a ``ValueError`` listing the options."""
-    if name not in INNER_LOSSES:
+def check_loss_name(loss):
+    """Return ``loss`` if it is a known inner loss: one of :data:`INNER_LOSSES`, a ``deepinv.loss.Loss`` or a list of
+    them (see :func:`data_loss`); else raise a ``ValueError`` listing the options."""
+    if isinstance(loss, str):
+        if loss not in INNER_LOSSES:
+            raise ValueError(
+                f"Unknown inner loss {loss!r}. Use one of {INNER_LOSSES}: 'supervised' needs "
+                "ground truth x, 'unsupervised' only the measurements y (||A f(y) - y||^2), 'equivariant' "
+                "adds shift-equivariant imaging to it (no ground truth either); or pass deepinv losses, "
+                "e.g. [dinv.loss.MCLoss(), dinv.loss.EILoss(dinv.transform.Rotate())]."
+            )
+        return loss
+    deepinv_losses(loss)
+    return loss
+
+
+def deepinv_losses(loss) -> list:
+    """``loss`` (a ``deepinv.loss.Loss`` or a non-empty list or tuple of them) as a list."""
+    losses = list(loss) if isinstance(loss, (list, tuple)) else [loss]
+    if not losses or not all(isinstance(term, dinv.loss.Loss) for term in losses):
         raise ValueError(
-            f"Unknown inner loss {name!r}. Use one of {INNER_LOSSES}: 'supervised' needs "
-            "ground truth x, 'unsupervised' only the measurements y (||A f(y) - y||^2), 'equivariant' "
-            "adds shift-equivariant imaging to it (no ground truth either)."
+            f"An inner loss must be one of {INNER_LOSSES}, a deepinv.loss.Loss or a list of them; got {loss!r}."
         )
-    return name
+    return losses
+
+
+def loss_label(loss) -> str:
+    """A short name of an inner loss, for logs and stored configurations (``"MCLoss+EILoss"`` for deepinv losses)."""
+    return loss if isinstance(loss, str) else "+".join(type(term).__name__ for term in deepinv_losses(loss))
 
 
 def supervised_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -74,19 +95,31 @@ def measurement_consistency_loss(x_hat: torch.Tensor, y: torch.Tensor, physics) 
     return torch.mean((y_hat - y) ** 2)
 
 
-def equivariant_loss(x_hat: torch.Tensor, y: torch.Tensor, physics, model, rng: torch.Generator | None = None
-                     ) -> torch.Tensor:
+def equivariance_transform(name: str = "shift", rng: torch.Generator | None = None):
+    """The deepinv transform of equivariant imaging by name: ``"shift"`` (random integer circular shifts) or
+    ``"rotate"`` (random integer angles, bilinear, image size kept: deepinv's ``Rotate``, as Chen et al. use
+    for MRI, where shifts only change the phase of k-space and teach nothing); ``rng`` draws them."""
+    if name == "shift":
+        return dinv.transform.Shift(rng=rng)
+    if name == "rotate":
+        return dinv.transform.Rotate(rng=rng, interpolation_mode="bilinear")
+    raise ValueError(f"unknown equivariance transform {name!r}; use 'shift' or 'rotate'.")
+
+
+def equivariant_loss(x_hat: torch.Tensor, y: torch.Tensor, physics, model, rng: torch.Generator | None = None,
+                     transform: str = "shift") -> torch.Tensor:
     r"""Measurement consistency plus equivariant imaging (Chen, Tachella & Davies, 2021), no ground truth:
 
     .. math:: \operatorname{mean}\|A\hat x - y\|^2 + \operatorname{mean}\|T\hat x - f(A T\hat x)\|^2,
 
     with :math:`\hat x = f(y)` and :math:`T` a random integer circular shift (deepinv's ``EILoss`` with
-    ``Shift``). The first term leaves the null space of :math:`A` free (decimation: the pixels that are
-    not sampled); the second asks the network to reconstruct shifted images too, which moves other
-    pixels into the sampled positions.
+    ``Shift``) or rotation (``transform="rotate"``, :func:`equivariance_transform`). The first term leaves
+    the null space of :math:`A` free (decimation: the pixels that are not sampled); the second asks the
+    network to reconstruct transformed images too, which moves other pixels into the sampled positions.
 
     :param model: the reconstructor ``model(y, physics)`` that gave ``x_hat``.
-    :param torch.Generator rng: draws the shifts (on ``x_hat``'s device; default: deepinv's).
+    :param torch.Generator rng: draws the transforms (on ``x_hat``'s device; default: deepinv's).
+    :param str transform: ``"shift"`` or ``"rotate"``.
 
     :Examples:
 
@@ -100,17 +133,27 @@ def equivariant_loss(x_hat: torch.Tensor, y: torch.Tensor, physics, model, rng: 
     >>> max(equivariant_loss(zero_filled(y, physics), y, physics, zero_filled, rng).item() for _ in range(8)) > 0
     True
     """
-    ei = dinv.loss.EILoss(transform=dinv.transform.Shift(rng=rng), apply_noise=False)
+    ei = dinv.loss.EILoss(transform=equivariance_transform(transform, rng), apply_noise=False)
     return measurement_consistency_loss(x_hat, y, physics) + ei(x_hat, physics, model)
 
 
 def data_loss(
-    name: str, x_hat: torch.Tensor, y: torch.Tensor, physics, x: torch.Tensor | None = None, model=None,
+    name, x_hat: torch.Tensor, y: torch.Tensor, physics, x: torch.Tensor | None = None, model=None,
     rng: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Inner data term by name: ``"supervised"`` (needs ``x``), ``"unsupervised"`` or ``"equivariant"``
-    (needs the ``model``, :func:`equivariant_loss`; ``rng`` draws its shifts)."""
+    """Inner data term: ``"supervised"`` (needs ``x``), ``"unsupervised"`` or ``"equivariant"`` (needs the
+    ``model``, :func:`equivariant_loss`; ``rng`` draws its shifts).
+
+    ``name`` may also be a ``deepinv.loss.Loss`` or a list of them, whose batch means are summed: any of deepinv's
+    self-supervised losses (``MCLoss``, ``EILoss`` with the transform of your choice, ``SureGaussianLoss``, ...) then
+    drives meta-training or fine-tuning. They are called as ``loss(x_net=x_hat, x=x, y=y, physics=physics,
+    model=model)``, ``model`` being the fast-weight reconstructor.
+    """
     check_loss_name(name)
+    if not isinstance(name, str):
+        if x is None and any(isinstance(term, dinv.loss.SupLoss) for term in deepinv_losses(name)):
+            raise ValueError("dinv.loss.SupLoss needs ground truth x; pass x=... or use a self-supervised loss.")
+        return sum(term(x_net=x_hat, x=x, y=y, physics=physics, model=model).mean() for term in deepinv_losses(name))
     if name == "supervised":
         if x is None:
             raise ValueError(

@@ -105,6 +105,25 @@ def test_mri_finetuning_takes_grey_images_as_complex(tmp_path):
     assert [r["method"] for r in rows] == ["adjoint A^T y", str(adapted)]
 
 
+def test_mri_equivariant_finetuning_with_rotations(tmp_path):
+    images = write_images(tmp_path / "images", size=32)
+    meta = tmp_path / "meta.pt"
+    from deepinv_meta import save
+
+    save(MetaPDNet(depth=2, channels=4), meta)
+    weights = {}
+    for transform in ("shift", "rotate"):
+        out = tmp_path / f"{transform}.pt"
+        assert main(["finetune", str(meta), "--out", str(out), "--physics", "mri", "--images", str(images),
+                     "--size", "32", "--patches", "2", "--steps", "2", "--loss", "equivariant", "--transform",
+                     transform, "--lr", "1e-2", "--device", "cpu"]) == 0
+        model, metadata = load(out, return_metadata=True)
+        assert metadata["finetune"]["transform"] == transform
+        weights[transform] = list(model.parameters())
+    assert all(torch.isfinite(p).all() for p in weights["rotate"])
+    assert any(not torch.equal(a, b) for a, b in zip(weights["shift"], weights["rotate"]))
+
+
 def test_workflow_errors_name_the_fix(tmp_path, capsys):
     from deepinv_meta import save
 
@@ -122,6 +141,9 @@ def test_workflow_errors_name_the_fix(tmp_path, capsys):
     assert "lam > 0" in capsys.readouterr().err
     assert main(["finetune", str(meta), "--out", str(tmp_path / "x.pt"), "--physics", "mri", "--color"]) == 2
     assert "drop --color" in capsys.readouterr().err
+    assert main(["finetune", str(meta), "--out", str(tmp_path / "x.pt"), "--physics", "sr",
+                 "--transform", "rotate"]) == 2
+    assert "only applies to --loss equivariant" in capsys.readouterr().err
 
 
 def test_colour_models_are_fine_tuned_and_evaluated_on_rgb_images(tmp_path):

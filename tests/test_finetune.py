@@ -99,3 +99,39 @@ def test_equivariant_finetuning_is_reproducible_and_leaves_the_meta_model_alone(
     runs = [finetune(model, physics, y, steps=3, loss="equivariant", return_losses=True) for _ in range(2)]
     assert runs[0][1] == runs[1][1] and all(math.isfinite(v) for v in runs[0][1])
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_deepinv_loss_is_the_same_inner_loss_as_its_name():
+    """dinv.loss.MCLoss is ||A f(y) - y||^2: fine-tuning with it must give the weights of loss="unsupervised"."""
+    physics, x, y = sr_problem()
+    model = MetaPDNet(depth=2, channels=4)
+    by_name = finetune(model, physics, y, steps=3, lr=1e-2, loss="unsupervised")
+    by_object = finetune(model, physics, y, steps=3, lr=1e-2, loss=dinv.loss.MCLoss())
+    for a, b in zip(by_name.parameters(), by_object.parameters()):
+        torch.testing.assert_close(a, b)
+    supervised = finetune(model, physics, y, x=x, steps=3, lr=1e-2, loss=[dinv.loss.SupLoss()])
+    assert any(not torch.equal(a, b) for a, b in zip(by_name.parameters(), supervised.parameters()))
+
+
+def test_equivariant_imaging_with_rotations_through_deepinv_losses():
+    """MRI-like operator (shifts only change k-space phases): EI with deepinv's Rotate, as Chen et al. do for MRI."""
+    physics = dinv.physics.Inpainting(img_size=(1, 16, 16), mask=0.5)
+    y = physics(torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)))
+    model = MetaPDNet(depth=2, channels=4)
+    rotate = dinv.transform.Rotate(multiples=90, rng=torch.Generator().manual_seed(0))
+    loss = [dinv.loss.MCLoss(), dinv.loss.EILoss(rotate, apply_noise=False)]
+    adapted, losses = finetune(model, physics, y, steps=4, lr=1e-2, loss=loss, return_losses=True)
+    plain = finetune(model, physics, y, steps=4, lr=1e-2, loss="unsupervised")
+    assert all(math.isfinite(v) for v in losses)
+    assert any(not torch.equal(a, b) for a, b in zip(adapted.parameters(), plain.parameters()))
+
+
+def test_bad_deepinv_losses_are_refused_with_the_fix():
+    physics, x, y = sr_problem()
+    model = MetaPDNet(depth=2, channels=4)
+    with pytest.raises(ValueError, match="deepinv.loss.Loss"):
+        finetune(model, physics, y, loss=[torch.nn.MSELoss()])
+    with pytest.raises(ValueError, match="deepinv.loss.Loss"):
+        finetune(model, physics, y, loss=[])
+    with pytest.raises(ValueError, match="SupLoss needs ground truth"):
+        finetune(model, physics, y, loss=dinv.loss.SupLoss())

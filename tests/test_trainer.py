@@ -329,3 +329,13 @@ def test_a_non_finite_loss_in_one_process_skips_the_step_in_all(tmp_path):
         assert result["history"][0]["skipped"]
         for name, value in initial.items():
             assert torch.equal(result["state"][name], value)
+
+
+def test_meta_training_with_a_deepinv_loss_matches_its_name(small_tasks):
+    """inner_loss=dinv.loss.MCLoss() is the "unsupervised" inner loss; its label goes into the configuration."""
+    by_name, by_object = make_trainer(small_tasks), make_trainer(small_tasks, inner_loss=dinv.loss.MCLoss())
+    by_name.train(steps=2)
+    by_object.train(steps=2)
+    for a, b in zip(by_name.model.parameters(), by_object.model.parameters()):
+        torch.testing.assert_close(a, b)
+    assert by_object.config["inner_loss"] == "MCLoss"

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..losses import check_loss_name, data_loss
+from ..losses import check_loss_name, data_loss, loss_label
 from .inner import InnerLoop
 
 
@@ -46,7 +46,9 @@ def finetune(
     :param torch.Tensor y: fine-tuning measurements, shape ``(N, ...)``.
     :param torch.Tensor x: ground truth, needed for ``loss="supervised"``.
     :param int steps: number of fine-tuning steps (>= 0).
-    :param str loss: ``"unsupervised"``, ``"equivariant"`` or ``"supervised"``.
+    :param str loss: ``"unsupervised"``, ``"equivariant"`` or ``"supervised"``; or a ``deepinv.loss.Loss`` or a list
+        of them, e.g. ``[dinv.loss.MCLoss(), dinv.loss.EILoss(dinv.transform.Rotate())]`` (equivariant imaging with
+        rotations, :func:`~deepinv_meta.losses.data_loss`).
     :param float lam: proximal weight :math:`\lambda`.
     :param float lr: learning rate.
     :param str optimizer: ``"adam"`` or ``"sgd"`` (plain gradient descent).
@@ -93,7 +95,7 @@ def finetune(
             yb, xb = y[idx], None if x is None else x[idx]
         return data_loss(loss, fmodel(yb, physics), yb, physics, xb, model=fmodel, rng=shifts)
 
-    bar = tqdm(total=steps, desc=f"fine-tuning ({loss})", disable=not progress, leave=False)
+    bar = tqdm(total=steps, desc=f"fine-tuning ({loss_label(loss)})", disable=not progress, leave=False)
 
     def after_step(k, value):
         bar.update(1)

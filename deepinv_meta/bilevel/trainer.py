@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..io import atomic_save, safe_load
-from ..losses import check_loss_name, data_loss, outer_loss_function, supervised_loss
+from ..losses import check_loss_name, data_loss, loss_label, outer_loss_function, supervised_loss
 from .inner import InnerLoop, NonFiniteLossError, check_finite
 
 logger = logging.getLogger("deepinv_meta")
@@ -55,7 +55,8 @@ class MetaTrainer:
     :param torch.nn.Module model: a reconstructor ``model(y, physics)``.
     :param list tasks: :class:`~deepinv_meta.tasks.Task` objects.
     :param str inner_loss: ``"supervised"``, ``"unsupervised"`` (:math:`\|Af(y)-y\|^2`) or ``"equivariant"``
-        (that plus shift-equivariant imaging, :func:`~deepinv_meta.losses.equivariant_loss`).
+        (that plus shift-equivariant imaging, :func:`~deepinv_meta.losses.equivariant_loss`); or deepinv losses
+        (a ``deepinv.loss.Loss`` or a list of them, :func:`~deepinv_meta.losses.data_loss`).
     :param int inner_steps: inner optimizer steps per episode.
     :param float inner_lr: inner learning rate.
     :param str inner_optimizer: ``"adam"`` (matches ``torch.optim.Adam``) or ``"sgd"``.
@@ -199,7 +200,7 @@ class MetaTrainer:
         """The settings that define the run (stored in checkpoints and checked on resume)."""
         inner = self.inner
         return {
-            "inner_loss": self.inner_loss,
+            "inner_loss": loss_label(self.inner_loss),
             "inner_steps": inner.steps,
             "inner_lr": inner.lr,
             "inner_optimizer": inner.optimizer,
