@@ -111,6 +111,24 @@ def test_meta_red_freezes_or_trains_its_denoiser():
     assert all(p.grad is not None for p in trained.solver.parameters())
 
 
+def test_learned_red_weights_start_at_gamma_and_are_meta_trained():
+    denoiser = dinv.models.DnCNN(1, 1, pretrained=None, depth=2, nf=4)
+    physics = dinv.physics.BlurFFT(img_size=(1, 8, 8), filter=gaussian_kernel())
+    x0, y = torch.rand(1, 1, 8, 8), physics(torch.rand(1, 1, 8, 8))
+    fixed, learned = (REDFixedPoint(denoiser, iterations=3, gamma=2.0, learn_gamma=flag) for flag in (False, True))
+    torch.testing.assert_close(learned(x0, y, physics), fixed(x0, y, physics))
+    assert [g.item() for g in learned.gammas()] == pytest.approx([2.0] * 3)
+
+    model = MetaRED((1, 8, 8), copy.deepcopy(denoiser), red_iterations=2, steps=1, hidden=8, layers=2, gamma=2.0,
+                    learn_gamma=True)
+    trainer = MetaTrainer(model, [Task("blur", physics, torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8))],
+                          inner_steps=0, batch_size=2, outer_lr=1e-2, progress=False, device="cpu")
+    assert any(p is model.solver.log_gamma for p in trainer.meta_params)
+    assert not any(p is q for p in trainer.meta_params for q in model.solver.prior.parameters())  # DnCNN fixed
+    trainer.train(steps=3)
+    assert not torch.allclose(model.solver.log_gamma.exp(), torch.full((2,), 2.0))
+
+
 def test_red_fixed_point_with_an_exact_denoiser_keeps_a_consistent_image():
     """If D(x) = x and y = A x, x is a fixed point of the RED iteration."""
     physics = dinv.physics.BlurFFT(img_size=(1, 8, 8), filter=gaussian_kernel())
@@ -140,15 +158,16 @@ def test_bad_inputs_get_clear_errors():
         diverging(y[:1] * 1e3, physics)
 
 
-@pytest.mark.parametrize("kind", ["siren", "gradient descent", "red"])
+@pytest.mark.parametrize("kind", ["siren", "gradient descent", "red", "red, learned gamma"])
 def test_save_and_load_rebuild_the_same_reconstructor(tmp_path, kind):
     from deepinv_meta import load, save
 
     torch.manual_seed(0)
     size = (1, 12, 12)
-    if kind == "red":
+    if kind.startswith("red"):
         denoiser = dinv.models.DnCNN(1, 1, depth=3, nf=8, pretrained=None)
-        model = MetaRED(size, denoiser, red_iterations=1, steps=2, hidden=16, layers=3, gamma=2.0, sigma=0.1)
+        model = MetaRED(size, denoiser, red_iterations=2, steps=2, hidden=16, layers=3, gamma=2.0, sigma=0.1,
+                        learn_gamma=kind.endswith("gamma"))
         physics = dinv.physics.BlurFFT(size, filter=gaussian_kernel())
     else:
         solver = GradientDescent(2, 0.5) if kind == "gradient descent" else None

@@ -61,6 +61,9 @@ FULL = dict(
     red_gamma=[0.5, 2.0, 8.0], hqs_stepsize=[0.5, 2.0, 8.0], converged_iterations=100, tune_faces=4,
     unet_scales=3, denoiser="weights/kair_dncnn/dncnn_25.pth", tables=list(TABLES), red_inner_lr=100.0,
     red_outer_lr=1e-5, denoiser_lr=1e-4, validate_every=1.0,
+    # True adds a Table-3 row: Meta-RED (L2) with one RED weight gamma_k per RED iteration meta-learned at
+    # Adam lr `gamma_lr` (on log gamma_k), from the tuned gamma; not in the paper
+    red_learned_gamma=False, gamma_lr=1e-2,
 )
 QUICK = dict(
     FULL, img_size=32, train_faces=300, test_faces=6, siren_hidden=64, siren_layers=3, outer_lr=1e-3,
@@ -253,16 +256,24 @@ def tables3and4(faces, denoiser, cfg, device, seed) -> list[dict]:
         rows.append(row("3", task_name, "RED (3 it. from the ground truth, oracle)", score(FromTruth(red3), oracle=True),
                         gamma=gamma))
 
-    def meta_red(train_denoiser):
+    def meta_red(train_denoiser, learn_gamma=False):
         return MetaRED((1, size, size), copy.deepcopy(denoiser), red_iterations=3, steps=3, sigma=sigma, gamma=gamma,
                        train_denoiser=train_denoiser, lr=cfg["red_inner_lr"], hidden=cfg["siren_hidden"],
-                       layers=cfg["siren_layers"])
+                       layers=cfg["siren_layers"], learn_gamma=learn_gamma)
 
     for loss in ("l1", "l2") if "3" in wanted else ():
         model = meta_red(False)
         info = train(model, task, cfg, device, seed, f"Meta-RED ({loss.upper()}, fixed DnCNN)", outer_loss=loss,
                      lr=cfg["red_outer_lr"])
         rows.append(row("3", task_name, f"Meta-RED ({loss.upper()}, 3x3 = 12 it.)", score(model), gamma=gamma, **info))
+    if "3" in wanted and cfg["red_learned_gamma"]:
+        model = meta_red(False, learn_gamma=True)
+        info = train(model, task, cfg, device, seed, "Meta-RED (L2, learned gamma)", lr=cfg["red_outer_lr"],
+                     lr_scales={"solver.log_gamma": cfg["gamma_lr"] / cfg["red_outer_lr"]})
+        learned = [round(g.item(), 4) for g in model.solver.gammas()]
+        rows.append(row("3", task_name, "Meta-RED (L2, learned γ per RED it., 3x3 = 12 it.)", score(model),
+                        gamma=gamma, learned_gammas=learned, **info))
+        log(f"  learned RED weights {learned} (start {gamma})")
 
     if "4" not in wanted:
         return rows

@@ -142,18 +142,21 @@ class MetaRED(MetaSIREN):
     :param float gamma: RED data-fidelity weight.
     :param float sigma: denoiser noise level.
     :param bool train_denoiser: fine-tune the denoiser in meta-training (Table 4).
+    :param bool learn_gamma: meta-learn one RED weight :math:`\gamma_k` per RED iteration (not in the paper).
 
     Other parameters as :class:`MetaSIREN` (default ``learn_lr="per_parameter"``, as the paper).
     """
 
     def __init__(self, img_size, denoiser: nn.Module, red_iterations: int = 3, gamma: float = 10.0,
                  sigma: float = 0.05, train_denoiser: bool = False, steps: int = 3, lr: float = 1e-2,
-                 learn_lr: bool | str = "per_parameter", hidden: int = 256, layers: int = 5, omega0: float = 30.0):
+                 learn_lr: bool | str = "per_parameter", hidden: int = 256, layers: int = 5, omega0: float = 30.0,
+                 learn_gamma: bool = False):
         solver = REDFixedPoint(denoiser, iterations=red_iterations, gamma=gamma, sigma=sigma,
-                               train_denoiser=train_denoiser)
+                               train_denoiser=train_denoiser, learn_gamma=learn_gamma)
         super().__init__(img_size, solver=solver, steps=steps, lr=lr, learn_lr=learn_lr, hidden=hidden,
                          layers=layers, omega0=omega0)
-        self._arguments.update(red_iterations=red_iterations, gamma=gamma, sigma=sigma, train_denoiser=train_denoiser)
+        self._arguments.update(red_iterations=red_iterations, gamma=gamma, sigma=sigma, train_denoiser=train_denoiser,
+                               learn_gamma=learn_gamma)
 
     @property
     def config(self) -> dict | None:

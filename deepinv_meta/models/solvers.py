@@ -7,6 +7,8 @@ called as ``solver(x0, y, physics)``.
 
 from __future__ import annotations
 
+import math
+
 import deepinv as dinv
 import torch
 from torch import nn
@@ -64,6 +66,8 @@ class REDFixedPoint(nn.Module):
     :param float gamma: data-fidelity weight :math:`\gamma` (larger: closer fit to ``y``).
     :param float sigma: noise level passed to the denoiser.
     :param bool train_denoiser: let the denoiser's weights receive gradients (Zhao, Table 4).
+    :param bool learn_gamma: one learnable :math:`\gamma_k` per iteration (stored as :math:`\log\gamma_k`,
+        so it stays positive), starting at ``gamma``; trained with the model (not in Zhao's paper).
 
     :Examples:
 
@@ -77,7 +81,7 @@ class REDFixedPoint(nn.Module):
     """
 
     def __init__(self, denoiser: nn.Module, iterations: int = 3, gamma: float = 10.0, sigma: float = 0.05,
-                 train_denoiser: bool = False):
+                 train_denoiser: bool = False, learn_gamma: bool = False):
         super().__init__()
         if iterations < 0 or not gamma > 0 or not sigma > 0:
             raise ValueError(f"need iterations >= 0, gamma > 0 and sigma > 0, got {iterations}, {gamma}, {sigma}.")
@@ -86,11 +90,18 @@ class REDFixedPoint(nn.Module):
         self.gamma = gamma
         self.sigma = sigma
         self.prior.denoiser.requires_grad_(train_denoiser)
+        self.log_gamma = nn.Parameter(torch.full((iterations,), math.log(gamma))) if learn_gamma else None
+
+    def gammas(self) -> list:
+        """:math:`\gamma_k` of each iteration (tensors if learned)."""
+        if self.log_gamma is None:
+            return [self.gamma] * self.iterations
+        return list(self.log_gamma.exp())
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, physics) -> torch.Tensor:
         if not hasattr(physics, "prox_l2"):
             raise TypeError(f"REDFixedPoint needs a physics with a prox_l2 (got {type(physics).__name__}).")
-        for _ in range(self.iterations):
+        for gamma in self.gammas():
             denoised = x - self.prior.grad(x, self.sigma)  # D_sigma(x) through deepinv's RED prior
-            x = physics.prox_l2(denoised, y, self.gamma)
+            x = physics.prox_l2(denoised, y, gamma)
         return x
