@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --physics parameters: argument name -> (type, help); build_physics refuses those the operator does not take
 PHYSICS_OPTIONS = {
     "factor": (int, "sr: downsampling factor (default 2)"),
-    "ratio": (float, "inpainting: fraction of pixels kept (default 0.5)"),
+    "ratio": (float, "inpainting: fraction of pixels kept (default 0.5); cs: measurements per pixel (default 0.25)"),
     "acceleration": (int, "mri: undersampling factor (default 4)"),
     "center_fraction": (float, "mri: fully sampled centre fraction (default 0.08)"),
     "blur_sigma": (float, "blur: Gaussian kernel standard deviation in pixels (default 1)"),

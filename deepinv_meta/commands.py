@@ -4,7 +4,7 @@ r"""``deepinv-meta train | finetune | evaluate``: the Meta-Prior workflow on you
    (:func:`~deepinv_meta.tasks.meta_prior_tasks`) built from patches of an image folder, with a
    resumable :class:`~deepinv_meta.MetaTrainer` checkpoint next to the output file;
 2. :func:`run_finetune` adapts a saved model to an unseen operator (:func:`~deepinv_meta.physics.build_physics`:
-   super-resolution, inpainting, MRI, blur, denoising), supervised or without ground truth, and stores
+   super-resolution, inpainting, MRI, blur, denoising, compressed sensing), supervised or without ground truth, and stores
    the operator with the adapted model;
 3. :func:`run_evaluate` scores one or more saved models on test images, beside the adjoint (and
    bicubic upsampling for super-resolution) and, on request, deepinv's wavelet, TGV and DPIR solvers

@@ -23,6 +23,7 @@ PHYSICS = {
     "mri": {"acceleration": 4, "center_fraction": 0.08},
     "blur": {"blur_sigma": 1.0},
     "denoising": {},
+    "cs": {"ratio": 0.25},
 }
 
 
@@ -48,7 +49,9 @@ def build_physics(name: str, size: tuple[int, int], *, channels: int = 1, noise:
       ``acceleration`` and a fully sampled centre ``center_fraction``; it takes two-channel complex
       images ``(B, 2, H, W)`` (:func:`deepinv_meta.data.as_complex`), whatever ``channels`` says;
     - ``"blur"``: Gaussian blur of standard deviation ``blur_sigma`` pixels, circular boundary;
-    - ``"denoising"``: the identity (with ``noise`` > 0).
+    - ``"denoising"``: the identity (with ``noise`` > 0);
+    - ``"cs"``: compressed sensing with a fixed Gaussian matrix (deepinv ``CompressedSensing``) taking
+      ``ratio`` × H × W measurements of each channel (its memory grows as the square of H × W).
 
     Random masks are drawn from ``seed``, so that the same call gives the same operator (fine-tune and
     evaluate at the same ``size`` to keep the very same mask). ``noise`` is the standard deviation of
@@ -71,6 +74,8 @@ def build_physics(name: str, size: tuple[int, int], *, channels: int = 1, noise:
     height, width = size
     img_size = (channels, height, width)
     rng = torch.Generator().manual_seed(seed)
+    if name in ("inpainting", "cs") and not 0 < params["ratio"] <= 1:
+        raise ValueError(f"{name} ratio (fraction of pixels kept / measured) must be in (0, 1], got {params['ratio']!r}.")
     if name == "sr":
         from .tasks import decimation
 
@@ -78,8 +83,6 @@ def build_physics(name: str, size: tuple[int, int], *, channels: int = 1, noise:
             raise ValueError(f"sr with factor {params['factor']} needs a size divisible by it, got {tuple(size)}.")
         physics = decimation(img_size, factor=params["factor"], device=device)
     elif name == "inpainting":
-        if not 0 < params["ratio"] <= 1:
-            raise ValueError(f"inpainting ratio (fraction of pixels kept) must be in (0, 1], got {params['ratio']!r}.")
         mask = (torch.rand((1, height, width), generator=rng) < params["ratio"]).float()
         physics = dinv.physics.Inpainting(img_size=img_size, mask=mask.to(device), device=device)
     elif name == "mri":
@@ -87,6 +90,10 @@ def build_physics(name: str, size: tuple[int, int], *, channels: int = 1, noise:
             img_size=(height, width), acceleration=params["acceleration"], center_fraction=params["center_fraction"], rng=rng)
         mask = generator.step(batch_size=1)["mask"][0]
         physics = dinv.physics.MRI(mask=mask.to(device), img_size=(2, height, width), device=device)
+    elif name == "cs":
+        measurements = max(1, round(params["ratio"] * height * width))
+        physics = dinv.physics.CompressedSensing(m=measurements, img_size=img_size, channelwise=True, device=device,
+                                                 rng=torch.Generator(device).manual_seed(seed))
     elif name == "blur":
         kernel = dinv.physics.blur.gaussian_blur(sigma=params["blur_sigma"], device=device)
         physics = dinv.physics.BlurFFT(img_size=img_size, filter=kernel, device=device)

@@ -26,6 +26,9 @@ def test_random_operators_are_fixed_by_their_seed():
     masks = [build_physics("inpainting", (16, 16), ratio=0.3, seed=s).mask for s in (0, 0, 1)]
     assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
     assert 0.15 < masks[0].mean().item() < 0.45
+    cs = [build_physics("cs", (8, 8), ratio=0.5, seed=s) for s in (0, 0, 1)]
+    x = torch.rand(1, 1, 8, 8)
+    assert cs[0](x).shape == (1, 1, 32) and torch.equal(cs[0].A(x), cs[1].A(x)) and not torch.equal(cs[0].A(x), cs[2].A(x))
     mri = build_physics("mri", (32, 32), acceleration=4, center_fraction=0.125, seed=3).mask
     assert mri[0, 0, :, 14:18].eq(1).all()  # fully sampled centre columns
     assert mri.mean().item() == pytest.approx(0.25, abs=0.05)
@@ -46,6 +49,8 @@ def test_bad_operator_requests_name_the_problem():
         build_physics("sr", (15, 16), factor=2)
     with pytest.raises(ValueError, match="noise"):
         build_physics("denoising", (16, 16), noise=-1.0)
+    with pytest.raises(ValueError, match=r"cs ratio .* must be in \(0, 1\]"):
+        build_physics("cs", (16, 16), ratio=2.0)
 
 
 def write_images(folder, count=3, size=48, seed=0):
