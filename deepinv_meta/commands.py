@@ -275,8 +275,9 @@ def default_denoiser() -> Path:
               "--denoiser drunet (deepinv's DRUNet, downloaded once)")
     try:
         path = data_root() / "weights" / "ipol_ffdnet" / "net_gray.pth"
-    except FileNotFoundError as error:  # no $DEEPINV_META_DATA
-        raise ValueError(f"{advice}; {error}") from error
+    except FileNotFoundError as error:  # no (valid) $DEEPINV_META_DATA; evaluate has no --data-root to suggest
+        raise ValueError(f"{advice}, or set DEEPINV_META_DATA to the offline data folder holding "
+                         "weights/ipol_ffdnet/net_gray.pth (see README).") from error
     if not path.is_file():
         raise ValueError(f"{advice}; {path} does not exist.")
     return path

@@ -166,7 +166,7 @@ def test_colour_models_are_fine_tuned_and_evaluated_on_rgb_images(tmp_path):
     assert (tmp_path / "fig.png").stat().st_size > 1000
 
 
-def test_evaluate_tunes_baselines_on_other_images_than_the_test_images(tmp_path, monkeypatch):
+def test_evaluate_tunes_baselines_on_other_images_than_the_test_images(tmp_path, monkeypatch, capsys):
     from deepinv_meta import save
 
     meta = tmp_path / "meta.pt"
@@ -184,3 +184,5 @@ def test_evaluate_tunes_baselines_on_other_images_than_the_test_images(tmp_path,
     monkeypatch.delenv("DEEPINV_META_DATA", raising=False)  # no offline FFDNet to fall back on
     assert main(["evaluate", str(meta), "--physics", "sr", "--size", "32", "--baselines", "dpir",
                  "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert "--denoiser PATH" in error and "set DEEPINV_META_DATA" in error and "--data-root" not in error
