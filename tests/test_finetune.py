@@ -126,6 +126,19 @@ def test_equivariant_imaging_with_rotations_through_deepinv_losses():
     assert any(not torch.equal(a, b) for a, b in zip(adapted.parameters(), plain.parameters()))
 
 
+def test_sure_drives_finetuning_on_noisy_measurements():
+    """deepinv's SURE (no ground truth, known noise level) denoises, where ||A f(y) - y||^2 with A = I cannot."""
+    torch.manual_seed(0)
+    physics = dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1))
+    x = torch.nn.functional.avg_pool2d(torch.rand(4, 1, 16, 16), 5, 1, 2)
+    y = physics(x)
+    model = MetaPDNet(depth=2, channels=4)
+    adapted = finetune(model, physics, y, steps=30, lr=1e-2, loss=dinv.loss.SureGaussianLoss(sigma=0.1))
+    with torch.no_grad():
+        before, after = (torch.mean((m(y, physics) - x) ** 2).item() for m in (model, adapted))
+    assert after < 0.5 * before  # (measured 0.0099 -> 0.0028; the "unsupervised" loss gives 0.0102)
+
+
 def test_bad_deepinv_losses_are_refused_with_the_fix():
     physics, x, y = sr_problem()
     model = MetaPDNet(depth=2, channels=4)
