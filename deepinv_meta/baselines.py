@@ -400,6 +400,16 @@ def baseline_builder(name: str, *, denoiser: nn.Module | None = None, init=None,
     raise ValueError(f"unknown baseline {name!r}; choose among {sorted(BASELINE_GRIDS)}.")
 
 
+def grid_edges(params: dict, grid: dict) -> list[str]:
+    """The names of ``params`` whose best value is the smallest or largest of its ``grid`` (of two or more
+    values): the optimum may lie outside the grid, so the baseline may be under-tuned.
+
+    >>> grid_edges({"ths": 0.1, "iterations": 8}, {"ths": [0.01, 0.1, 1.0], "iterations": [8, 24]})
+    ['iterations']
+    """
+    return [k for k, v in params.items() if len(grid[k]) > 1 and v in (min(grid[k]), max(grid[k]))]
+
+
 def grid_search(build, grid: dict, physics, y, x, *, magnitude: bool = False, progress=None):
     r"""Try every combination of ``grid`` (``build(**params)`` makes a reconstructor) on ``(y, x)``.
 

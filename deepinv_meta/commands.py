@@ -261,7 +261,7 @@ def tune_baselines(spec: dict, names, size: int, denoiser, tune_images, patches:
         grid = baselines.BASELINE_GRIDS[name]
         params, score, _ = baselines.grid_search(build, grid, operator, y, x, magnitude=spec["name"] == "mri")
         shown = ", ".join(f"{k}={v:.4g}" for k, v in params.items())
-        edges = [k for k, v in params.items() if len(grid[k]) > 1 and v in (min(grid[k]), max(grid[k]))]
+        edges = baselines.grid_edges(params, grid)
         print(f"{name}: best {shown} ({score:.2f} dB on {len(x)} tuning patches)"
               + (f"; {', '.join(edges)} at the edge of its grid {[grid[k] for k in edges]}: the optimum may lie "
                  "outside, so this baseline may be under-tuned" if edges else ""))

@@ -172,8 +172,10 @@ def tune_baselines(task: str, physics_ft, y_ft, x_ft, cfg: dict, denoiser, magni
         tuned.append(("bicubic", baselines.Bicubic(2), {}))
     for method, (build, grid) in builders.items():
         params, score, _ = baselines.grid_search(build, grid, physics_ft, y_ft, x_ft, magnitude=magnitude)
-        log(f"  {task} {method}: best {params} ({score:.2f} dB on the fine-tuning set)")
-        tuned.append((method, build(**params), params))
+        edges = baselines.grid_edges(params, grid)
+        log(f"  {task} {method}: best {params} ({score:.2f} dB on the fine-tuning set)"
+            + (f"; WARNING {edges} at the edge of the grid {grid}: may be under-tuned" if edges else ""))
+        tuned.append((method, build(**params), dict(params, **({"grid_edge": edges} if edges else {}))))
     return tuned
 
 
