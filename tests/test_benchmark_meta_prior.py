@@ -61,3 +61,19 @@ def test_meta_training_with_validation_keeps_the_best_weights(tmp_path):
     saved, metadata = load(tmp_path / "meta_pdnet_supervised.pt", return_metadata=True)
     assert metadata["selected_step"] == trainer.selected_step and metadata["outer_steps"] == trainer.step
     assert torch.equal(saved.weight, trainer.model.weight.detach().cpu())
+
+
+def test_baselines_only_run_flags_grid_edges(tmp_path):
+    """`--set baselines_only=True`: the baselines' rows alone; a best value at the edge of its grid is recorded."""
+    if not os.environ.get("DEEPINV_META_DATA"):
+        pytest.skip("needs the offline data (DEEPINV_META_DATA)")
+    from deepinv_meta.benchmarks import meta_prior
+
+    result = meta_prior.run(quick=True, device="cpu", out=tmp_path, settings={
+        "baselines_only": True, "wavelet_grid": [1e-3, 1e-2], "sr_test_crop": 64, "mri_crop": (64, 64), "val_images": 1})
+    methods = {(r["task"].split()[0], r["method"]) for r in result["rows"]}
+    assert methods == {(t, m) for t in ("SR", "MRI") for m in ("adjoint / zero-filled", "wavelet (db8, HQS)", "TGV (HQS)",
+                                                            "DPIR (FFDNet)")} | {("SR", "bicubic")}
+    wavelet = [r for r in result["rows"] if r["method"].startswith("wavelet")]
+    assert all(r["params"]["grid_edge"] == ["ths"] for r in wavelet)  # two values: the best is always an edge
+    assert "training tasks" not in (tmp_path / "table.md").read_text()
