@@ -195,6 +195,10 @@ def tune_pnp(denoiser, physics, complex_physics, x_tune, cfg, psnr):
                 score = score if math.isfinite(score) else float("-inf")
                 if best is None or score > best[0]:
                     best = (score, dict(sigma=sigma, gamma=gamma, iterations=iterations))
+    grid = {"sigma": cfg["pnp_sigma"], "gamma": cfg["pnp_gamma"], "iterations": cfg["pnp_iterations"]}
+    edges = baselines.grid_edges(best[1], grid)
+    if edges:
+        log(f"  WARNING PnP-ADMM: best {best[1]} has {edges} at the edge of the grid {grid}: may be under-tuned")
     return best[1]
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 import deepinv as dinv
 import torch
 
-from ..baselines import SparseCodingInpainter
+from ..baselines import SparseCodingInpainter, grid_edges
 from ..bilevel import NonFiniteLossError, fit_prior, train_end_to_end
 from ..bilevel.trainer import default_device
 from ..data import load_mnist
@@ -265,7 +265,12 @@ class Experiment:
             cost_for, weights = (lambda w: learned_cost), [learned_cost.weights[1] / learned_cost.weights[0]]
         best = tune_fsgd(cost_for, self.physics, self.generator, tune, iterations, cfg["fsgd_stepsizes"],
                          weights, self.variance, seed=self.seed, init=self.init)
-        log(f"  {self.name:10s} {method:34s} tuned on {len(tune)} training samples: {best}")
+        edges = grid_edges({"stepsize": best["stepsize"], "lambda_prior": best["lambda_prior"]},
+                           {"stepsize": cfg["fsgd_stepsizes"], "lambda_prior": weights})
+        edges += ["iterations"] if best["iterations"] == iterations else []  # still improving at the last step
+        best = dict(best, **({"grid_edge": edges} if edges else {}))
+        log(f"  {self.name:10s} {method:34s} tuned on {len(tune)} training samples: {best}"
+            + (f"; WARNING {edges} at the edge of the grid: may be under-tuned" if edges else ""))
         model = VariationalReconstructor(cost_for(best["lambda_prior"]), FSGD(best["iterations"], best["stepsize"]), self.init)
         self.models[method] = model
         return self.evaluate(method, model, prior, fsgd=best)
@@ -313,7 +318,10 @@ def run_mnist(exp: Experiment, cfg) -> None:
                     **{key: value}), offset, scale)
             errors = {v: ((reconstruct(build(v), y_tune, exp.physics, mask_tune) - tune) ** 2).mean().item() for v in grid}
             best = min(errors, key=errors.get)
-            exp.evaluate(method, build(best), **{key: best})
+            edges = grid_edges({key: best}, {key: grid})
+            if edges:
+                log(f"  WARNING {method}: best {key} {best} at the edge of the grid {grid}: may be under-tuned")
+            exp.evaluate(method, build(best), **{key: best}, **({"grid_edge": edges} if edges else {}))
 
     # PCA: fitted prior, FSGD and a trained LSTM solver on the fixed cost
     if exp.wants("PCA + FSGD"):
