@@ -106,6 +106,12 @@ def equivariance_transform(name: str = "shift", rng: torch.Generator | None = No
     raise ValueError(f"unknown equivariance transform {name!r}; use 'shift' or 'rotate'.")
 
 
+def equivariance_term(transform: str = "shift", rng: torch.Generator | None = None) -> dinv.loss.EILoss:
+    """The equivariant-imaging term of :func:`equivariant_loss` as a deepinv loss: ``EILoss`` with
+    :func:`equivariance_transform` ``(transform, rng)``, the transformed image re-measured without noise."""
+    return dinv.loss.EILoss(transform=equivariance_transform(transform, rng), apply_noise=False)
+
+
 def equivariant_loss(x_hat: torch.Tensor, y: torch.Tensor, physics, model, rng: torch.Generator | None = None,
                      transform: str = "shift") -> torch.Tensor:
     r"""Measurement consistency plus equivariant imaging (Chen, Tachella & Davies, 2021), no ground truth:
@@ -133,8 +139,7 @@ def equivariant_loss(x_hat: torch.Tensor, y: torch.Tensor, physics, model, rng: 
     >>> max(equivariant_loss(zero_filled(y, physics), y, physics, zero_filled, rng).item() for _ in range(8)) > 0
     True
     """
-    ei = dinv.loss.EILoss(transform=equivariance_transform(transform, rng), apply_noise=False)
-    return measurement_consistency_loss(x_hat, y, physics) + ei(x_hat, physics, model)
+    return measurement_consistency_loss(x_hat, y, physics) + equivariance_term(transform, rng)(x_hat, physics, model)
 
 
 def data_loss(
@@ -149,11 +154,12 @@ def data_loss(
     drives meta-training or fine-tuning. They are called as ``loss(x_net=x_hat, x=x, y=y, physics=physics,
     model=model)``, ``model`` being the fast-weight reconstructor.
     """
-    check_loss_name(name)
     if not isinstance(name, str):
-        if x is None and any(isinstance(term, dinv.loss.SupLoss) for term in deepinv_losses(name)):
+        terms = deepinv_losses(name)
+        if x is None and any(isinstance(term, dinv.loss.SupLoss) for term in terms):
             raise ValueError("dinv.loss.SupLoss needs ground truth x; pass x=... or use a self-supervised loss.")
-        return sum(term(x_net=x_hat, x=x, y=y, physics=physics, model=model).mean() for term in deepinv_losses(name))
+        return sum(term(x_net=x_hat, x=x, y=y, physics=physics, model=model).mean() for term in terms)
+    check_loss_name(name)
     if name == "supervised":
         if x is None:
             raise ValueError(
