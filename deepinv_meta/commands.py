@@ -32,7 +32,7 @@ from .bilevel.trainer import default_device
 from .data import (EMBEDDED_TEST, EMBEDDED_TRAIN, as_complex, center_crop, data_root, embedded_images,
                    extract_patches, load_image_folder)
 from .io import load, save
-from .losses import equivariance_term
+from .losses import equivariant_objective
 from .models import MetaPDNet
 from .physics import PHYSICS, build_physics, physics_parameters
 from .tasks import meta_prior_tasks
@@ -139,9 +139,8 @@ def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, im
     print(f"fine-tuning {model_path} on {len(x)} patches {size}x{size}, physics {spec['name']} {spec['params']} "
           f"(noise {noise}), {steps} {label} steps | device {device}")
     objective = loss
-    if loss == "equivariant" and transform != "shift":  # the library's "equivariant" loss uses shifts
-        rng = torch.Generator(device).manual_seed(seed + 1)
-        objective = [dinv.loss.MCLoss(), equivariance_term(transform, rng)]
+    if loss == "equivariant":
+        objective = equivariant_objective(transform, torch.Generator(device).manual_seed(seed + 1))
     adapted, losses = finetune(model, operator, y, x=x if loss == "supervised" else None, steps=steps, loss=objective,
                                lr=lr, lam=lam, batch_size=batch_size, seed=seed, progress=progress, return_losses=True)
     save(adapted, out, physics=spec, finetune={"from": str(model_path), "loss": loss, "steps": steps, "lr": lr,

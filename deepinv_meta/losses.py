@@ -142,6 +142,24 @@ def equivariant_loss(x_hat: torch.Tensor, y: torch.Tensor, physics, model, rng: 
     return measurement_consistency_loss(x_hat, y, physics) + equivariance_term(transform, rng)(x_hat, physics, model)
 
 
+def equivariant_objective(transform: str = "shift", rng: torch.Generator | None = None):
+    """The inner loss to give :func:`~deepinv_meta.bilevel.finetune` for equivariant fine-tuning with ``transform``:
+    the name ``"equivariant"`` for shifts, else measurement consistency plus :func:`equivariance_term` as deepinv
+    losses (the same two terms as :func:`equivariant_loss`, with ``rng`` drawing the transforms).
+
+    :Examples:
+
+    >>> from deepinv_meta.losses import equivariant_objective
+    >>> equivariant_objective("shift")
+    'equivariant'
+    >>> [type(term).__name__ for term in equivariant_objective("rotate")]
+    ['MCLoss', 'EILoss']
+    """
+    if transform == "shift":
+        return "equivariant"
+    return [dinv.loss.MCLoss(), equivariance_term(transform, rng)]
+
+
 def data_loss(
     name, x_hat: torch.Tensor, y: torch.Tensor, physics, x: torch.Tensor | None = None, model=None,
     rng: torch.Generator | None = None,

@@ -21,7 +21,10 @@ def test_quick_meta_prior_benchmark_writes_the_contract(tmp_path):
     assert {"SR x2 (Set3C)", "MRI x4 (knee P6-P10)"} <= tasks
     methods = {row["method"] for row in result["rows"]}
     assert {"DPIR (FFDNet)", "TGV (HQS)", "wavelet (db8, HQS)", "adjoint / zero-filled"} <= methods
-    assert "unsupervised meta-model + 20 equivariant steps" in methods
+    # each task with its own transform: shifts for SR, rotations for MRI (settings equivariant_transforms)
+    rows = {(row["task"].split()[0], row["method"]) for row in result["rows"]}
+    assert {("SR", "unsupervised meta-model + 20 equivariant (shift) steps"),
+            ("MRI", "unsupervised meta-model + 20 equivariant (rotate) steps")} <= rows
     assert all(5 < row["psnr"] < 60 for row in result["rows"])
     for name in ("table.md", "finetuning_curves.png", "visual_comparison.png", "training_tasks.png"):
         assert (tmp_path / name).stat().st_size > 0
@@ -77,3 +80,11 @@ def test_baselines_only_run_flags_grid_edges(tmp_path):
     wavelet = [r for r in result["rows"] if r["method"].startswith("wavelet")]
     assert all(r["params"]["grid_edge"] == ["ths"] for r in wavelet)  # two values: the best is always an edge
     assert "training tasks" not in (tmp_path / "table.md").read_text()
+
+
+@pytest.mark.parametrize("unseen_tasks", [["MRI"], []])
+def test_unknown_unseen_task_is_refused_with_the_choices(unseen_tasks):
+    from deepinv_meta.benchmarks import meta_prior
+
+    with pytest.raises(ValueError, match="choose one or more of"):
+        meta_prior.run(quick=True, device="cpu", root="/nonexistent", settings={"unseen_tasks": unseen_tasks})
