@@ -35,10 +35,12 @@ def test_a_subset_of_rows_runs_with_the_rows_it_needs(tmp_path):
 
     settings = {"datasets": ["lorenz63"], "methods": ["RK4 + LSTM-S", "DICT + OMP"],
                 "lorenz63": dict(variational.QUICK["lorenz63"], steps=1500, train_sequences=16, test_sequences=4),
-                "sequence_length": 40, "lorenz_fsgd_iterations": 20, "lorenz_train_minutes": 0.01}
+                "sequence_length": 40, "lorenz_fsgd_iterations": 20, "lorenz_train_minutes": 0.01,
+                "fsgd_prior_weights": {"MNIST": [0.1], "lorenz63": [7.0], "lorenz96": [1.0]}}  # a grid per dataset
     result = variational.run(quick=True, device="cpu", out=tmp_path, settings=settings)
     assert [(row["task"], row["method"]) for row in result["rows"]] == [("lorenz63", "RK4 + FSGD"),
                                                                         ("lorenz63", "RK4 + LSTM-S")]
+    assert result["rows"][0]["fsgd"]["lambda_prior"] == 7.0
     assert (tmp_path / "lorenz63_example.png").stat().st_size > 0 and not (tmp_path / "mnist_examples.png").exists()
     assert "--set" in (tmp_path / "table.md").read_text()
 
