@@ -88,3 +88,11 @@ def test_unknown_unseen_task_is_refused_with_the_choices(unseen_tasks):
 
     with pytest.raises(ValueError, match="choose one or more of"):
         meta_prior.run(quick=True, device="cpu", root="/nonexistent", settings={"unseen_tasks": unseen_tasks})
+
+
+def test_unknown_equivariance_transform_is_refused_before_any_work():
+    from deepinv_meta.benchmarks import meta_prior
+
+    with pytest.raises(ValueError, match="unknown equivariance transform 'flip'"):
+        meta_prior.run(quick=True, device="cpu", root="/nonexistent", settings={
+            "equivariant_finetuning": True, "equivariant_transforms": {"SR x2": "shift", "MRI x4": "flip"}})

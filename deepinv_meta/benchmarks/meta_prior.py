@@ -32,13 +32,13 @@ from ..bilevel import MetaTrainer, finetune
 from ..bilevel.trainer import default_device
 from ..data import data_root, extract_patches, load_image_folder, load_knee_slices
 from ..io import load, save
-from ..losses import equivariant_objective
+from ..losses import equivariance_transform, equivariant_objective
 from ..models import MetaPDNet
 from ..physics import build_physics
 from ..tasks import fourier_sampling_task, meta_prior_tasks
 from ..weights import load_denoiser
 from .report import machine, markdown_table, train_for, write_results, write_table
-from .settings import configure
+from .settings import configure, per_model
 
 FULL = dict(
     depth=20, channels=32, patch_size=32, batch_size=8, inner_steps=1, inner_lr=1e-3, outer_lr=5e-3, lam=0.0,
@@ -227,6 +227,9 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, re
     unknown = [t for t in cfg["unseen_tasks"] if t not in TASK_LABELS]
     if unknown or not cfg["unseen_tasks"]:
         raise ValueError(f"unseen_tasks {cfg['unseen_tasks']!r}: choose one or more of {list(TASK_LABELS)}.")
+    if cfg["equivariant_finetuning"]:  # a bad transform fails now, not after an hour of baselines
+        for task in cfg["unseen_tasks"]:
+            equivariance_transform(per_model(cfg["equivariant_transforms"], task))
     device = torch.device(device) if device else default_device()
     root = data_root(root)
     out = Path(out) if out is not None else None
@@ -285,7 +288,7 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, re
                 starts.append(("random init", random_init))
             objective = loss
             if loss == "equivariant":
-                transform = cfg["equivariant_transforms"][task]
+                transform = per_model(cfg["equivariant_transforms"], task)
                 objective = equivariant_objective(transform, torch.Generator(device).manual_seed(seed + 2))
                 loss = f"equivariant ({transform})"
             for init_name, start_model in starts:

@@ -86,7 +86,8 @@ FULL = dict(
     lorenz96=dict(steps=10000, train_sequences=1000, test_sequences=128, every=4, observed=20, noise_variance=2.0),
     sequence_length=200, lorenz_lstm_hidden={"lorenz63": 20, "lorenz96": 80}, lorenz_cnn_hidden=30,
     # Lorenz-63's FSGD still improves at 10k iterations; Lorenz-96's best point is at 2624 of 3000
-    lorenz_fsgd_iterations={"lorenz63": 30000, "lorenz96": 3000}, lorenz_tune_samples=16, lorenz_lr={"lorenz63": 3e-3, "lorenz96": 1e-3},
+    lorenz_fsgd_iterations={"lorenz63": 30000, "lorenz96": 3000}, lorenz_tune_samples=16,
+    lorenz_lr={"lorenz63": 3e-3, "lorenz96": 1e-3},
     lorenz_init={"lorenz63": "interpolation", "lorenz96": "adjoint"}, lorenz_train_minutes=12.0, validations=4,
     # 0.2 prevents the MNIST AE + LSTM-S joint blow-up (docs/benchmarks.rst); not measured on Lorenz, left off there
     grad_clip={"MNIST": 0.2, "lorenz63": None, "lorenz96": None},
@@ -266,7 +267,8 @@ class Experiment:
         cfg = self.cfg
         tune = self.x_train[: samples or cfg["fsgd_tune_samples"]]
         if learned_cost is None:
-            cost_for, weights = (lambda w: VariationalCost(prior, 1.0, w)), per_model(cfg["fsgd_prior_weights"], self.name)
+            weights = per_model(cfg["fsgd_prior_weights"], self.name)
+            cost_for = lambda w: VariationalCost(prior, 1.0, w)  # noqa: E731
         else:
             cost_for, weights = (lambda w: learned_cost), [learned_cost.weights[1] / learned_cost.weights[0]]
         best = tune_fsgd(cost_for, self.physics, self.generator, tune, iterations, cfg["fsgd_stepsizes"],
@@ -402,7 +404,8 @@ def run_lorenz(exp: Experiment, cfg) -> None:
     lr, minutes = per_model(cfg["lorenz_lr"], system), per_model(cfg["lorenz_train_minutes"], system)
     hidden = per_model(cfg["lorenz_lstm_hidden"], system)
     if exp.wants("RK4 + FSGD"):
-        fsgd = exp.fsgd("RK4 + FSGD", ode, per_model(cfg["lorenz_fsgd_iterations"], system), samples=cfg["lorenz_tune_samples"])
+        iterations = per_model(cfg["lorenz_fsgd_iterations"], system)
+        fsgd = exp.fsgd("RK4 + FSGD", ode, iterations, samples=cfg["lorenz_tune_samples"])
     if exp.wants("RK4 + LSTM-S"):
         solver = LSTMSolver(dim, hidden, kernel_size=(1, 3))
         model = VariationalReconstructor(VariationalCost(ode, 1.0, fsgd["fsgd"]["lambda_prior"]), solver, exp.init)
