@@ -4,7 +4,7 @@ The benchmark's own functions (data, operator, fine-tuning curve) with its full 
 ``unsupervised meta-model + equivariant (rotate)`` curve is computed, the other MRI rows are the committed
 run's. Run from the repository root with ``DEEPINV_META_DATA`` set:
 
-    python benchmarks/results/meta-prior/equivariant_mri_rotate/run.py [rotate|shift ...] > output.txt
+    python benchmarks/results/meta-prior/equivariant_mri/run.py [rotate|shift ...] > output.txt
 """
 
 import sys
