@@ -22,7 +22,8 @@ def configure(base: dict, overrides: dict | None = None) -> dict:
 
 
 def per_model(value, name: str):
-    """A setting given per model (``{"MetaDIP": 1e-4, "MetaSIREN": 1e-3}``) or once for all (``1e-3``).
+    """A setting given per model, dataset or task (``{"MetaDIP": 1e-4, "MetaSIREN": 1e-3}``, ``{"lorenz63": 30000,
+    "lorenz96": 3000}``) or once for all (``1e-3``).
 
     :Examples:
 
@@ -31,7 +32,7 @@ def per_model(value, name: str):
     """
     if isinstance(value, dict):
         if name not in value:
-            raise KeyError(f"the setting {value!r} has no value for {name!r}; give one per model or a single value.")
+            raise KeyError(f"the setting {value!r} has no value for {name!r}; give one for each model, dataset or task, or a single value.")
         return value[name]
     return value
 
