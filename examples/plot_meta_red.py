@@ -47,12 +47,13 @@ psnr = dinv.loss.metric.PSNR()
 print(f"{len(patches)} training patches of {size}x{size}")
 
 
-def meta_train(model, physics, seconds):
-    """Algorithm 2: supervised training of the forward pass (the inner fit is part of it)."""
+def meta_train(model, physics, steps, seconds):
+    """Algorithm 2: supervised training of the forward pass (the inner fit is part of it), for ``steps``
+    outer steps or ``seconds``, whichever comes first (a fixed count gives the same model on any fast machine)."""
     task = Task("train", physics, patches, patches)
     trainer = MetaTrainer(model, [task], inner_steps=0, outer_lr=1e-3, batch_size=2, grad_clip=1.0,
                           progress=False, device="cpu")
-    history = trainer.train(steps=10**6, max_time=seconds)
+    history = trainer.train(steps=steps, max_time=seconds)
     print(f"{trainer.step} outer steps, loss {history[0]['outer_loss']:.2e} -> {history[-1]['outer_loss']:.2e}")
     return model.eval()
 
@@ -67,7 +68,7 @@ mask[:, size // 3: size - size // 3, size // 3: size - size // 3] = 0
 inpainting = dinv.physics.Inpainting((1, size, size), mask=mask)
 siren_args = dict(solver=GradientDescent(1, 0.9), steps=3, lr=1e-2, learn_lr=True, hidden=64, layers=3)
 random_init = MetaSIREN((1, size, size), **siren_args).eval()
-meta_siren = meta_train(MetaSIREN((1, size, size), **siren_args), inpainting, seconds=50)
+meta_siren = meta_train(MetaSIREN((1, size, size), **siren_args), inpainting, steps=2000, seconds=50)
 print("learned step sizes:", [f"{lr:.3g}" for lr in meta_siren.inner.step_lrs()])
 
 y_inp = inpainting(x_test)
@@ -95,7 +96,7 @@ blur = dinv.physics.BlurFFT((1, size, size), filter=dinv.physics.functional.blur
 sigma, gamma = 25 / 255, 2.0
 red12 = FromAdjoint(REDFixedPoint(denoiser, iterations=12, gamma=gamma, sigma=sigma))
 meta_red = meta_train(MetaRED((1, size, size), denoiser, red_iterations=3, steps=3, gamma=gamma, sigma=sigma,
-                              hidden=64, layers=3), blur, seconds=90)
+                              hidden=64, layers=3), blur, steps=80, seconds=90)
 
 y_blur = blur(x_test)
 with torch.no_grad():
