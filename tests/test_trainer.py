@@ -124,8 +124,11 @@ def test_train_rejects_negative_steps(small_tasks):
         make_trainer(small_tasks).train(steps=-2)
 
 
-def test_two_minute_cpu_run_lowers_the_outer_loss():
-    """Real meta-training on patches of scikit-image's images; the held-out outer loss must drop."""
+def test_thirty_step_cpu_run_lowers_the_outer_loss():
+    """Real meta-training on patches of scikit-image's images; the held-out outer loss must drop.
+
+    A step count, not a time budget: on a machine shared with other jobs (torch's threads oversubscribed) a
+    110-second budget made 10 steps once, against about 3 steps a second alone (measured: 30 steps, loss x 0.14)."""
     from deepinv_meta.data import embedded_images, extract_patches
     from deepinv_meta.tasks import meta_prior_tasks
 
@@ -136,14 +139,14 @@ def test_two_minute_cpu_run_lowers_the_outer_loss():
         outer_lr=5e-3, batch_size=4, progress=False, device="cpu",
     )
     before = trainer.evaluate(episodes=3)
-    trainer.train(steps=10_000, max_time=110)
+    trainer.train(steps=30)
     after = trainer.evaluate(episodes=3)
     mean_before = sum(v["adapted"] for v in before.values()) / len(before)
     mean_after = sum(v["adapted"] for v in after.values()) / len(after)
     print(f"\n{trainer.step} outer steps; held-out outer loss {mean_before:.4e} -> {mean_after:.4e}")
     for name in before:
         print(f"  {name:14s} {before[name]['adapted']:.4e} -> {after[name]['adapted']:.4e}")
-    assert trainer.step >= 20
+    assert trainer.step == 30
     assert mean_after < 0.8 * mean_before
 
 
