@@ -128,7 +128,7 @@ def test_thirty_step_cpu_run_lowers_the_outer_loss():
     """Real meta-training on patches of scikit-image's images; the held-out outer loss must drop.
 
     A step count, not a time budget: on a machine shared with other jobs (torch's threads oversubscribed) a
-    110-second budget made 10 steps once, against about 3 steps a second alone (measured: 30 steps, loss x 0.14)."""
+    110-second budget made 10 steps once, against 30 steps in 12 s with one other job (measured: loss x 0.14)."""
     from deepinv_meta.data import embedded_images, extract_patches
     from deepinv_meta.tasks import meta_prior_tasks
 
