@@ -21,7 +21,6 @@ retrieval, BM3D and PnP-ADMM, and measures the time-to-PSNR speed-up.
 # Meta-training on denoising
 # --------------------------
 
-import math
 import time
 
 import deepinv as dinv
@@ -50,17 +49,16 @@ trainer = MetaTrainer(model, [task], inner_steps=0, outer_lr=1e-3, batch_size=2,
 # saturates and every later fit returns a flat image (measured with these settings: from about step 100,
 # 10.5 dB on the test image below). So we train in chunks, score the 50-step fits on fixed held-out episodes
 # after each chunk (``trainer.validate()``), go back to the best weights with half the outer learning rate
-# when the held-out loss jumps (``trainer.rollback()``), and keep the best weights at the end
-# (``trainer.restore_best()``). The benchmark does the same.
+# when the held-out loss is more than 3 times the best one (``rollback_above=3``, which calls
+# ``trainer.rollback()``), and keep the best weights at the end (``trainer.restore_best()``). The benchmark
+# does the same.
 
 trainer.validate()  # the random initialisation is a candidate too
 for chunk in range(6):
     trainer.train(steps=trainer.step + 25)
-    loss = trainer.validate()
-    best = min(v["loss"] for v in trainer.validation if math.isfinite(v["loss"]))
-    if not loss <= 3 * best:  # also catches NaN
-        print(f"step {trainer.step}: held-out loss {loss:.2e} > 3 x best; back to step {trainer.rollback()}")
+    trainer.validate(rollback_above=3.0)
 trainer.restore_best()
+print("rollbacks:", [f"step {r['step']} -> {r['to_step']}" for r in trainer.rollbacks])
 print(f"{trainer.step} outer steps; held-out loss per chunk:",
       ", ".join(f"{v['loss']:.2e}" for v in trainer.validation), f"-> kept step {trainer.selected_step}")
 print("learned learning rates:", [f"{lr:.3g}" for lr in model.inner.step_lrs()])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -78,12 +77,11 @@ def train_for(trainer, minutes: float, name: str, validate_every: float | None =
         left = 60 * minutes - (time.perf_counter() - start)
         trainer.train(steps=10**7, max_time=min(chunk, left))
         if validate_every is not None:
-            loss = trainer.validate()
-            finite = [v["loss"] for v in trainer.validation if math.isfinite(v["loss"])]
-            if rollback_above is not None and finite and not loss <= rollback_above * min(finite):
-                step = trainer.rollback()
+            rollbacks = len(trainer.rollbacks)
+            loss = trainer.validate(rollback_above)
+            if len(trainer.rollbacks) > rollbacks:
                 print(f"  {name}: held-out loss {loss:.3e} at step {trainer.step} > {rollback_above} x best; back to "
-                      f"step {step}, outer lr x {trainer.lr_factor:g}", flush=True)
+                      f"step {trainer.rollbacks[-1]['to_step']}, outer lr x {trainer.lr_factor:g}", flush=True)
         if time.perf_counter() - start >= 60 * minutes - 1:
             break
     seconds = time.perf_counter() - start

@@ -395,11 +395,15 @@ class MetaTrainer:
             self.save(self.checkpoint)
         return self.history
 
-    def validate(self) -> float:
+    def validate(self, rollback_above: float | None = None) -> float:
         """Mean adapted loss over the tasks on the fixed held-out episodes of :meth:`evaluate`.
 
         It is appended to ``self.validation`` and the weights with the lowest finite value are kept
         aside, so that :meth:`restore_best` can undo a late blow-up of training.
+
+        :param float rollback_above: if set, a loss above this multiple of the lowest finite one so far
+            (or not finite) is taken for a blow-up and training goes back to the best weights with half
+            the outer learning rate (:meth:`rollback`, recorded in ``self.rollbacks``).
         """
         scores = self.evaluate()
         loss = sum(s["adapted"] for s in scores.values()) / len(scores)
@@ -407,6 +411,8 @@ class MetaTrainer:
         if math.isfinite(loss) and (self._best is None or loss < self._best[0]):
             self._best = (loss, self.step, copy.deepcopy(self.model.state_dict()),
                           copy.deepcopy(self.inner.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
+        if rollback_above is not None and self._best is not None and not loss <= rollback_above * self._best[0]:
+            self.rollback()
         return loss
 
     def restore_best(self) -> int:
