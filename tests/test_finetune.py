@@ -55,6 +55,27 @@ def test_finetune_bad_inputs():
         finetune(model, physics, y, x=x[:2], loss="supervised")
 
 
+def test_heavy_ball_finetuning_matches_torch_sgd_with_momentum():
+    """finetune(optimizer="sgd", momentum=m) takes the steps of torch.optim.SGD(momentum=m) on the same loss."""
+    physics, x, y = sr_problem()
+    model = MetaPDNet(depth=2, channels=4)
+    adapted = finetune(model, physics, y, x=x, steps=5, loss="supervised", lr=0.05, optimizer="sgd", momentum=0.7)
+    reference = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.7)
+    for _ in range(5):
+        optimizer.zero_grad()
+        torch.mean((reference(y, physics) - x) ** 2).backward()
+        optimizer.step()
+    plain = finetune(model, physics, y, x=x, steps=5, loss="supervised", lr=0.05, optimizer="sgd")
+    for a, b, c in zip(adapted.parameters(), reference.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, c) for a, c in zip(adapted.parameters(), plain.parameters()))  # momentum acts
+    with pytest.raises(ValueError, match="needs optimizer 'sgd'"):
+        finetune(model, physics, y, steps=1, momentum=0.5)  # Adam has its own betas
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
+        finetune(model, physics, y, steps=1, optimizer="sgd", momentum=1.0)
+
+
 def test_on_step_sees_every_step_and_ends_at_the_returned_weights():
     physics, x, y = sr_problem()
     seen = []

@@ -76,6 +76,19 @@ def test_resume_with_a_different_configuration_is_refused(small_tasks, tmp_path)
         make_trainer(small_tasks, checkpoint=tmp_path / "run.pt", inner_steps=3)
 
 
+def test_inner_momentum_is_used_stored_and_checked_on_resume(small_tasks, tmp_path):
+    trainer = make_trainer(small_tasks, inner_optimizer="sgd", inner_momentum=0.5, checkpoint=tmp_path / "run.pt")
+    assert trainer.inner.optimizer_kwargs == {"momentum": 0.5} and trainer.config["inner_momentum"] == 0.5
+    trainer.train(steps=1)
+    plain = make_trainer(small_tasks, inner_optimizer="sgd")
+    plain.train(steps=1)
+    assert any(not torch.equal(a, b) for a, b in zip(trainer.model.parameters(), plain.model.parameters()))
+    with pytest.raises(ValueError, match="inner_momentum"):
+        make_trainer(small_tasks, inner_optimizer="sgd", checkpoint=tmp_path / "run.pt")
+    resumed = make_trainer(small_tasks, inner_optimizer="sgd", inner_momentum=0.5, checkpoint=tmp_path / "run.pt")
+    assert resumed.step == 1
+
+
 def test_resume_with_a_different_model_is_refused_with_the_fix(small_tasks, tmp_path):
     make_trainer(small_tasks, checkpoint=tmp_path / "run.pt").train(steps=1)
     with pytest.raises(ValueError, match="Build the same model"):
@@ -112,6 +125,8 @@ def test_non_finite_inner_loss_is_reported(small_tasks):
         (dict(inner_optimizer="rmsprop"), "Unknown inner optimizer"),
         (dict(lam=-1.0), "lam"),
         (dict(batch_size=0), "batch_size"),
+        (dict(inner_momentum=0.9), "needs optimizer 'sgd'"),
+        (dict(inner_optimizer="sgd", inner_momentum=-0.1), "momentum must be in"),
     ],
 )
 def test_bad_configuration_errors(small_tasks, kwargs, match):

@@ -9,7 +9,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..losses import check_loss_name, data_loss, loss_label
-from .inner import InnerLoop
+from .inner import InnerLoop, momentum_kwargs
 
 
 def finetune(
@@ -23,6 +23,7 @@ def finetune(
     lam: float = 0.0,
     lr: float = 1e-3,
     optimizer: str = "adam",
+    momentum: float = 0.0,
     batch_size: int | None = None,
     seed: int = 0,
     progress: bool = False,
@@ -51,7 +52,8 @@ def finetune(
         rotations, :func:`~deepinv_meta.losses.data_loss`).
     :param float lam: proximal weight :math:`\lambda`.
     :param float lr: learning rate.
-    :param str optimizer: ``"adam"`` or ``"sgd"`` (plain gradient descent).
+    :param str optimizer: ``"adam"`` or ``"sgd"`` (gradient descent).
+    :param float momentum: heavy-ball momentum of ``"sgd"`` (as ``MetaTrainer(inner_momentum=...)``).
     :param int batch_size: if set, each step uses a random mini-batch of that size.
     :param int seed: seed of the mini-batch sampling.
     :param bool progress: show a progress bar.
@@ -79,7 +81,8 @@ def finetune(
         raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}; they must match.")
     if batch_size is not None and not 0 < batch_size:
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
-    inner = InnerLoop(steps=steps, lr=lr, optimizer=optimizer, lam=lam)
+    inner = InnerLoop(steps=steps, lr=lr, optimizer=optimizer, lam=lam,
+                      optimizer_kwargs=momentum_kwargs(optimizer, momentum))
     adapted = copy.deepcopy(model)
     rng = torch.Generator().manual_seed(seed)
     shifts = torch.Generator(y.device).manual_seed(seed + 1)  # the equivariant loss's random shifts

@@ -71,6 +71,15 @@ class InnerResult:
         return self.fmodel(*args, params=self.params, **kwargs)
 
 
+def momentum_kwargs(optimizer: str, momentum: float) -> dict | None:
+    """Optimizer arguments for a heavy-ball ``momentum`` (``None`` when 0); only ``"sgd"`` takes one."""
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}.")
+    if momentum and optimizer != "sgd":
+        raise ValueError(f"momentum={momentum} needs optimizer 'sgd' (got {optimizer!r}); Adam has its own betas.")
+    return {"momentum": momentum} if momentum else None
+
+
 class InnerLoop(nn.Module):
     r"""Differentiable inner optimisation of a model's weights, built on :mod:`higher`.
 
