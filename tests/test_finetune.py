@@ -76,6 +76,31 @@ def test_heavy_ball_finetuning_matches_torch_sgd_with_momentum():
         finetune(model, physics, y, steps=1, optimizer="sgd", momentum=1.0)
 
 
+def test_finetune_takes_the_learned_step_sizes_of_a_meta_training_inner_loop():
+    """finetune(inner_loop=trainer.inner) runs the meta-learned per-step learning rates, not a constant one."""
+    from deepinv_meta import InnerLoop
+
+    physics, x, y = sr_problem()
+    model = MetaPDNet(depth=2, channels=4)
+    inner = InnerLoop(steps=3, lr=1e-2, optimizer="sgd", learn_lr=True)
+    with torch.no_grad():
+        inner.log_lr.copy_(torch.tensor([1e-3, 1e-1, 1e-2]).log())  # as if meta-learned
+    adapted = finetune(model, physics, y, x=x, steps=3, loss="supervised", inner_loop=inner)
+    reference = copy.deepcopy(model)
+    for lr in (1e-3, 1e-1, 1e-2):  # plain gradient descent with those three step sizes
+        reference.zero_grad()
+        torch.mean((reference(y, physics) - x) ** 2).backward()
+        with torch.no_grad():
+            for p in reference.parameters():
+                p -= lr * p.grad
+    for a, b in zip(adapted.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="learned settings exist for 3 steps only"):
+        finetune(model, physics, y, steps=4, inner_loop=inner)
+    with pytest.raises(ValueError, match="pass one or the other"):
+        finetune(model, physics, y, steps=3, lr=0.1, inner_loop=inner)
+
+
 def test_on_step_sees_every_step_and_ends_at_the_returned_weights():
     physics, x, y = sr_problem()
     seen = []

@@ -24,6 +24,7 @@ def finetune(
     lr: float = 1e-3,
     optimizer: str = "adam",
     momentum: float = 0.0,
+    inner_loop: InnerLoop | None = None,
     batch_size: int | None = None,
     seed: int = 0,
     progress: bool = False,
@@ -54,6 +55,10 @@ def finetune(
     :param float lr: learning rate.
     :param str optimizer: ``"adam"`` or ``"sgd"`` (gradient descent).
     :param float momentum: heavy-ball momentum of ``"sgd"`` (as ``MetaTrainer(inner_momentum=...)``).
+    :param InnerLoop inner_loop: fine-tune with this inner loop instead of ``lr``, ``optimizer``, ``momentum`` and
+        ``lam`` (leave those at their defaults), typically ``trainer.inner`` of a
+        :class:`~deepinv_meta.MetaTrainer` with ``learn_inner_lr``: fine-tuning then takes the learned step
+        sizes meta-training optimised for. More ``steps`` than it learned need ``repeat_last=True``.
     :param int batch_size: if set, each step uses a random mini-batch of that size.
     :param int seed: seed of the mini-batch sampling.
     :param bool progress: show a progress bar.
@@ -81,8 +86,14 @@ def finetune(
         raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}; they must match.")
     if batch_size is not None and not 0 < batch_size:
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
-    inner = InnerLoop(steps=steps, lr=lr, optimizer=optimizer, lam=lam,
-                      optimizer_kwargs=momentum_kwargs(optimizer, momentum))
+    if inner_loop is None:
+        inner = InnerLoop(steps=steps, lr=lr, optimizer=optimizer, lam=lam,
+                          optimizer_kwargs=momentum_kwargs(optimizer, momentum))
+    elif (lr, optimizer, momentum, lam) != (1e-3, "adam", 0.0, 0.0):
+        raise ValueError("finetune got inner_loop and lr/optimizer/momentum/lam: the inner loop brings its own "
+                         "settings; pass one or the other.")
+    else:
+        inner = inner_loop
     adapted = copy.deepcopy(model)
     rng = torch.Generator().manual_seed(seed)
     shifts = torch.Generator(y.device).manual_seed(seed + 1)  # the equivariant loss's random shifts
@@ -106,7 +117,7 @@ def finetune(
         if on_step is not None:
             on_step(k + 1, current["model"])
 
-    result = inner.run(adapted, batch_loss, track_meta_grad=False, callback=after_step)
+    result = inner.run(adapted, batch_loss, steps=steps, track_meta_grad=False, callback=after_step)
     bar.close()
     if result.params is not None:  # None: zero steps, nothing to copy
         with torch.no_grad():
