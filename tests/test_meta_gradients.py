@@ -174,6 +174,23 @@ def test_learned_learning_rates_receive_meta_gradients():
         InnerLoop(steps=2, learn_lr=True, first_order=True)
 
 
+def test_learned_sgd_rates_on_a_quadratic_inner_loss_get_equal_meta_gradients():
+    """The trap documented in InnerLoop: gradient descent on a quadratic multiplies (I - a_k H) in any order, so
+    equal per-step rates get equal meta-gradients (and stay equal); a network's inner loss breaks the tie."""
+    g = torch.Generator().manual_seed(0)
+    x, target = torch.randn(10, 3, generator=g, dtype=torch.float64), torch.randn(10, 1, generator=g, dtype=torch.float64)
+    linear = torch.nn.Linear(3, 1, bias=False).to(torch.float64)
+    inner = InnerLoop(steps=4, lr=0.1, optimizer="sgd", learn_lr=True).to(torch.float64)
+    result = inner.run(linear, lambda f, k: ((f(x) - target) ** 2).mean())
+    ((result(x) - target) ** 2).mean().backward()
+    grads = inner.log_lr.grad
+    assert grads.abs().min() > 1e-4 and torch.allclose(grads, grads[0].expand(4), rtol=1e-10, atol=0)
+    model, physics, x_tr, y_tr, x_te, y_te = tiny_problem()  # a PDNet: not quadratic in its weights
+    inner = InnerLoop(steps=4, lr=0.1, optimizer="sgd", learn_lr=True).to(torch.float64)
+    engine_outer_loss(model, inner, "supervised", physics, x_tr, y_tr, x_te, y_te).backward()
+    assert not torch.allclose(inner.log_lr.grad, inner.log_lr.grad[0].expand(4), rtol=1e-3, atol=0)
+
+
 def test_meta_sgd_and_learned_momentum_match_an_independent_implementation():
     """Per-parameter per-step learning rates (Meta-SGD) and per-step momentum: the engine's loss and
     meta-gradients (weights, learning rates, momenta) equal a hand-written unrolled SGD."""
