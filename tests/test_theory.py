@@ -34,10 +34,10 @@ def test_unsupervised_gradient_descent_keeps_the_kernel_part_of_theta(lam, momen
 
 
 def test_meta_training_with_a_converging_inner_loop_reaches_the_theorem_31_optimum():
-    """Unsupervised inner loss: every task reads its hidden pixels from the meta-model's rows (Theorem 3.1), so the
-    best meta-model is the analytic shared-rows regression (0.522 from Bayes on the toy's training holes). Meta-training
-    gets there only if the inner loop fits the observed rows: 20 heavy-ball steps do (measured 0.579 after 600 outer
-    steps), 20 Adam steps at the paper's rate do not (0.961), and the meta-model has to compromise."""
+    """Unsupervised inner loss: every task reads its hidden pixels from the meta-model's rows (Theorem 3.1), so
+    the best meta-model is the analytic shared-rows regression (0.522 from Bayes on the toy's training holes).
+    Meta-training gets there only if the inner loop fits the observed rows: 20 heavy-ball steps do (measured
+    0.579 after 600 outer steps), 20 Adam steps at the paper's rate do not (0.961): that model compromises."""
     from deepinv_meta import MetaTrainer
     from deepinv_meta.benchmarks.gaussian_toy import relative_error
     from deepinv_meta.models.bayes import gaussian_bayes_estimator, operator_matrix, shared_kernel_rows
