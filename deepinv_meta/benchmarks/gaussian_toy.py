@@ -39,7 +39,7 @@ from .settings import configure
 # far from their minimum, so the meta-model has to compromise (Theorem 3.1's optimum assumes the observed rows
 # are fitted). Heavy-ball SGD (lr 12, momentum 0.5; stable while lr * 0.175 < 2 (1 + 0.5)) nearly converges in
 # 20 steps; lr 19.4 with momentum 0.55, the textbook optimum for one hole, diverges on others. Learned per-step
-# rates help Adam less (0.323 after 1000 outer steps) and cannot help plain GD: on a quadratic the 20 step
+# rates help Adam less (supervised: 0.323 after 1000 outer steps) and cannot help plain GD: on a quadratic the 20 step
 # sizes enter symmetrically, so from equal values they stay equal.
 FULL = dict(size=8, hole=3, length_scale=1.0, jitter=0.1, n_train=20_000, n_test=100_000, outer_steps=3000,
             inner_steps=20, inner_optimizers={"Adam": dict(optimizer="adam", lr=1e-2),
