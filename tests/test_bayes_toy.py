@@ -72,6 +72,28 @@ def test_shared_kernel_rows_minimise_the_multi_mask_risk_and_reduce_to_bayes_for
     assert torch.allclose(theta[~keep][:, keep], W[~keep][:, keep], atol=1e-8)
 
 
+def test_lowest_shared_rows_error_is_a_minimum_below_the_risk_optimal_rows():
+    from deepinv_meta.benchmarks.gaussian_toy import lowest_shared_rows_errors, relative_error
+
+    size, hole = 5, 2
+    sigma = smooth_covariance(size, 1.0, 0.1)
+    mu = torch.zeros(size * size, dtype=torch.float64)
+    masks = [mask_of(c, size, hole) for c in [(0, 0), (1, 1), (2, 1), (3, 3)]]
+    bayes = [gaussian_bayes_estimator(operator_matrix(dinv.physics.Inpainting(img_size=(1, size, size), mask=m),
+                                                      (1, size, size)).double(), mu, sigma)[0].float() for m in masks]
+    start = shared_kernel_rows(masks, mu, sigma).float()
+    lowest = sum(lowest_shared_rows_errors(masks, bayes, start)) / len(masks)
+    risk_optimal = sum(relative_error(start, W, m) for W, m in zip(bayes, masks)) / len(masks)
+    assert 0.05 < lowest < risk_optimal
+    # started elsewhere, the minimisation ends at the same value (a convex problem: one minimum)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        moved = start + 0.5 * torch.randn(start.shape, generator=g)
+        assert sum(lowest_shared_rows_errors(masks, bayes, moved)) / len(masks) == pytest.approx(lowest, abs=1e-4)
+    # one mask: its own Bayes map has zero error
+    assert lowest_shared_rows_errors(masks[:1], bayes[:1], start) == [pytest.approx(0.0, abs=1e-5)]
+
+
 def test_toy_masks_and_areas():
     train, test = hole_corners(8, 3)
     assert test == [(5, 5)] and test[0] not in train and len(train) == 35

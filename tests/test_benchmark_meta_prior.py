@@ -38,12 +38,16 @@ def test_quick_gaussian_toy_reports_learned_maps_against_the_theorem_31_optimum(
 
     result = run(quick=True, out=tmp_path)
     rows = {(r["task"].split()[0], r["method"]): r["rel_error_im_to_ker"] for r in result["rows"]}
-    assert len(rows) == 16 and all(0 < error < 3 for error in rows.values())
+    assert len(rows) == 17 and all(0 < error < 3 for error in rows.values())
     optimum = rows[("train", "risk-optimal with unsupervised inner loss (Theorem 3.1: shared kernel rows, analytic)")]
     # heavy-ball inner steps bring the unsupervised meta-model near Theorem 3.1's optimum, Adam's 20 steps do not
     heavy_ball = rows[("train", "meta-trained (SGD + momentum), unsupervised inner loss; fine-tuned unsupervised")]
     adam = rows[("train", "meta-trained (Adam), unsupervised inner loss; fine-tuned unsupervised")]
     assert heavy_ball < optimum + 0.15 < adam
+    # Theorem 3.1: no meta-model with an unsupervised inner loss goes below the convex minimum over shared rows
+    lowest = rows[("train", "lowest error of any meta-model with an unsupervised inner loss (shared kernel rows; "
+                            "convex, minimised)")]
+    assert 0.3 < lowest < optimum and lowest < heavy_ball - 1e-4 and lowest < adam - 1e-4
     assert result["theorem_3_1"]["kernel_change_after_2000_gd_steps"] < 1e-6 < result["theorem_3_1"]["image_change_after_2000_gd_steps"]
     assert (tmp_path / "table.md").read_text().count("|") > 20 and (tmp_path / "im_to_ker_maps.png").stat().st_size > 0
 
