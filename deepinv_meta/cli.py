@@ -81,6 +81,9 @@ def add_train_parser(commands) -> None:
     train.add_argument("--inner-loss", choices=INNER_LOSSES, default="unsupervised")
     train.add_argument("--inner-steps", type=int, default=1)
     train.add_argument("--inner-lr", type=float, default=1e-3)
+    train.add_argument("--inner-optimizer", choices=("adam", "sgd"), default="adam",
+                       help="adam (default, the paper's) or sgd (gradient descent)")
+    train.add_argument("--inner-momentum", type=float, default=0.0, help="heavy-ball momentum of sgd (default 0)")
     train.add_argument("--lam", type=float, default=0.0, help="proximal weight lambda of the inner problem")
     train.add_argument("--meta-gradient", choices=("maml", "first-order", "implicit"), default="maml",
                        help="back-propagation through the inner steps (default), first-order MAML, or implicit "
@@ -111,6 +114,8 @@ def add_finetune_parser(commands) -> None:
                            "only change k-space phases)")
     tune.add_argument("--steps", type=int, default=50)
     tune.add_argument("--lr", type=float, default=1e-3)
+    tune.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="adam (default) or sgd")
+    tune.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum of sgd (default 0)")
     tune.add_argument("--lam", type=float, default=0.0, help="proximal weight lambda (keeps the weights near the meta-model)")
     tune.add_argument("--batch-size", type=int, default=None, help="patches per step (default: all)")
 
@@ -164,6 +169,7 @@ def run_workflow(args) -> int:
             commands.run_train(
                 args.out, images=args.images, val_images=args.val_images, patch_size=args.patch_size,
                 inner_loss=args.inner_loss, inner_steps=args.inner_steps, inner_lr=args.inner_lr, lam=args.lam,
+                inner_optimizer=args.inner_optimizer, inner_momentum=args.inner_momentum,
                 meta_gradient=args.meta_gradient, outer_lr=args.outer_lr, batch_size=args.batch_size,
                 depth=args.depth, channels=args.channels, steps=args.steps, minutes=args.minutes,
                 checkpoint=args.checkpoint, color=args.color, device=args.device, seed=args.seed,
@@ -172,6 +178,7 @@ def run_workflow(args) -> int:
             commands.run_finetune(
                 args.model, args.out, physics=args.physics, noise=args.noise, images=args.images, size=args.size,
                 patches=args.patches, loss=args.loss, transform=args.transform, steps=args.steps, lr=args.lr, lam=args.lam,
+                optimizer=args.optimizer, momentum=args.momentum,
                 batch_size=args.batch_size, color=args.color, device=args.device, seed=args.seed,
                 progress=sys.stderr.isatty(), **physics_options(args))
         else:

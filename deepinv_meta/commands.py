@@ -71,6 +71,7 @@ def as_physics_images(spec: dict, x: torch.Tensor) -> torch.Tensor:
 
 def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_loss: str = "unsupervised",
               inner_steps: int = 1, inner_lr: float = 1e-3, lam: float = 0.0, meta_gradient: str = "maml",
+              inner_optimizer: str = "adam", inner_momentum: float = 0.0,
               outer_lr: float = 5e-3, batch_size: int = 8, depth: int = 20, channels: int = 32, steps: int = 1000,
               minutes=None, checkpoint=None, color: bool = False, device=None, seed: int = 0,
               progress: bool = True) -> MetaTrainer:
@@ -78,8 +79,9 @@ def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_
 
     Training stops after ``steps`` outer steps in total or ``minutes`` minutes, whichever comes first.
     It checkpoints to ``checkpoint`` (default: ``<out>.trainer.pt``) and a second call with the same
-    settings resumes from there. ``meta_gradient``: ``"maml"``, ``"first-order"`` or ``"implicit"``
-    (:class:`~deepinv_meta.MetaTrainer`). Returns the trainer.
+    settings resumes from there. ``meta_gradient``: ``"maml"``, ``"first-order"`` or ``"implicit"``;
+    ``inner_optimizer`` ``"adam"`` or ``"sgd"`` with ``inner_momentum`` (:class:`~deepinv_meta.MetaTrainer`).
+    Returns the trainer.
     """
     if meta_gradient not in ("maml", "first-order", "implicit"):
         raise ValueError(f"meta_gradient must be 'maml', 'first-order' or 'implicit', got {meta_gradient!r}.")
@@ -93,7 +95,8 @@ def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_
                              None if val_images is None else load_image_folder(val_images, grey=not color),
                              patch_size=patch_size, seed=seed)
     trainer = MetaTrainer(MetaPDNet(depth=depth, channels=channels), tasks, inner_loss=inner_loss,
-                          inner_steps=inner_steps, inner_lr=inner_lr, lam=lam, outer_lr=outer_lr,
+                          inner_steps=inner_steps, inner_lr=inner_lr, inner_optimizer=inner_optimizer,
+                          inner_momentum=inner_momentum, lam=lam, outer_lr=outer_lr,
                           first_order=meta_gradient == "first-order", implicit=meta_gradient == "implicit",
                           batch_size=batch_size, device=device, seed=seed, checkpoint=checkpoint, progress=progress)
     print(f"meta-training MetaPDNet(depth={depth}, channels={channels}) on {len(tasks[0].train_data)} patches "
@@ -116,14 +119,14 @@ def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_
 
 def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, images=None, size: int = 64,
                  patches: int = 32, loss: str = "unsupervised", transform: str = "shift", steps: int = 50,
-                 lr: float = 1e-3, lam: float = 0.0, batch_size=None, color: bool = False, device=None, seed: int = 0,
-                 progress: bool = True, **physics_params):
+                 lr: float = 1e-3, lam: float = 0.0, optimizer: str = "adam", momentum: float = 0.0, batch_size=None,
+                 color: bool = False, device=None, seed: int = 0, progress: bool = True, **physics_params):
     """Fine-tune a saved model on ``patches`` patches (``size`` × ``size``) measured by an unseen operator.
 
     The operator (``physics`` and its parameters, see :func:`~deepinv_meta.physics.build_physics`) is
     stored with the adapted model, so that :func:`run_evaluate` rebuilds it. ``transform`` (``"shift"`` or
-    ``"rotate"``, :func:`~deepinv_meta.losses.equivariance_transform`) is the equivariant loss's. Returns the
-    adapted model.
+    ``"rotate"``, :func:`~deepinv_meta.losses.equivariance_transform`) is the equivariant loss's; ``optimizer``
+    and ``momentum`` as in :func:`~deepinv_meta.finetune`. Returns the adapted model.
     """
     if transform != "shift" and loss != "equivariant":
         raise ValueError(f"--transform {transform} only applies to --loss equivariant (got --loss {loss}).")
@@ -142,9 +145,11 @@ def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, im
     if loss == "equivariant":
         objective = equivariant_objective(transform, torch.Generator(device).manual_seed(seed + 1))
     adapted, losses = finetune(model, operator, y, x=x if loss == "supervised" else None, steps=steps, loss=objective,
-                               lr=lr, lam=lam, batch_size=batch_size, seed=seed, progress=progress, return_losses=True)
+                               lr=lr, lam=lam, optimizer=optimizer, momentum=momentum, batch_size=batch_size, seed=seed,
+                               progress=progress, return_losses=True)
     save(adapted, out, physics=spec, finetune={"from": str(model_path), "loss": loss, "steps": steps, "lr": lr,
-                                               "lam": lam, "patches": len(x), "size": size,
+                                               "lam": lam, "optimizer": optimizer, "momentum": momentum,
+                                               "patches": len(x), "size": size,
                                                **({"transform": transform} if loss == "equivariant" else {})},
          **{k: v for k, v in metadata.items() if k not in ("physics", "finetune")})
     if losses:

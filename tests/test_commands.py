@@ -75,10 +75,12 @@ def test_train_finetune_evaluate_workflow(tmp_path, capsys):
 
     adapted = tmp_path / "sr.pt"
     assert main(["finetune", str(meta), "--out", str(adapted), "--physics", "sr", "--factor", "2",
-                 "--images", str(images), "--size", "16", "--patches", "4", "--steps", "3", "--device", "cpu"]) == 0
+                 "--images", str(images), "--size", "16", "--patches", "4", "--steps", "3", "--device", "cpu",
+                 "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.5"]) == 0
     tuned, metadata = load(adapted, return_metadata=True)
     assert metadata["physics"] == {"name": "sr", "params": {"factor": 2}, "noise": 0.0, "seed": 0, "channels": 1}
     assert metadata["finetune"]["loss"] == "unsupervised" and metadata["outer_steps"] == 3
+    assert (metadata["finetune"]["optimizer"], metadata["finetune"]["momentum"]) == ("sgd", 0.5)
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), tuned.state_dict().values()))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), load(meta).state_dict().values()))
 
@@ -149,6 +151,10 @@ def test_workflow_errors_name_the_fix(tmp_path, capsys):
     assert main(["finetune", str(meta), "--out", str(tmp_path / "x.pt"), "--physics", "sr",
                  "--transform", "rotate"]) == 2
     assert "only applies to --loss equivariant" in capsys.readouterr().err
+    assert main(["finetune", str(meta), "--out", str(tmp_path / "x.pt"), "--physics", "sr", "--momentum", "0.5"]) == 2
+    assert "needs optimizer 'sgd'" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "m.pt"), "--inner-momentum", "0.5", "--steps", "1"]) == 2
+    assert "needs optimizer 'sgd'" in capsys.readouterr().err
 
 
 def test_colour_models_are_fine_tuned_and_evaluated_on_rgb_images(tmp_path):
