@@ -261,7 +261,8 @@ class InnerLoop(nn.Module):
         learned_steps = self._learned_steps()
         if learned_steps is not None and steps > learned_steps and not self.repeat_last:
             raise ValueError(
-                f"{steps} steps requested but learned settings exist for {learned_steps} steps only."
+                f"{steps} steps requested but learned settings exist for {learned_steps} steps only: ask for at most "
+                f"{learned_steps} steps, or set repeat_last=True to reuse the last learned settings."
             )
         if steps == 0:  # the meta-model itself; no higher context needed
             return InnerResult(fmodel=model, params=None)
