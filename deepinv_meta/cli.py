@@ -7,6 +7,7 @@ import logging
 import sys
 
 from .baselines import BASELINE_GRIDS
+from .bilevel.optimizers import INNER_OPTIMIZERS
 from .losses import INNER_LOSSES
 from .physics import PHYSICS
 
@@ -81,7 +82,7 @@ def add_train_parser(commands) -> None:
     train.add_argument("--inner-loss", choices=INNER_LOSSES, default="unsupervised")
     train.add_argument("--inner-steps", type=int, default=1)
     train.add_argument("--inner-lr", type=float, default=1e-3)
-    train.add_argument("--inner-optimizer", choices=("adam", "sgd"), default="adam",
+    train.add_argument("--inner-optimizer", choices=tuple(INNER_OPTIMIZERS), default="adam",
                        help="adam (default, the paper's) or sgd (gradient descent)")
     train.add_argument("--inner-momentum", type=float, default=0.0, help="heavy-ball momentum of sgd (default 0)")
     train.add_argument("--lam", type=float, default=0.0, help="proximal weight lambda of the inner problem")
@@ -114,7 +115,7 @@ def add_finetune_parser(commands) -> None:
                            "only change k-space phases)")
     tune.add_argument("--steps", type=int, default=50)
     tune.add_argument("--lr", type=float, default=1e-3)
-    tune.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="adam (default) or sgd")
+    tune.add_argument("--optimizer", choices=tuple(INNER_OPTIMIZERS), default="adam", help="adam (default) or sgd")
     tune.add_argument("--momentum", type=float, default=0.0, help="heavy-ball momentum of sgd (default 0)")
     tune.add_argument("--lam", type=float, default=0.0, help="proximal weight lambda (keeps the weights near the meta-model)")
     tune.add_argument("--batch-size", type=int, default=None, help="patches per step (default: all)")

@@ -113,39 +113,41 @@ def run(quick: bool = False, inner_losses=("unsupervised", "supervised"), out: s
         physics = dinv.physics.Inpainting(img_size=(1, size, size), mask=mask)
         return gaussian_bayes_estimator(operator_matrix(physics, (1, size, size)).double(), mu, sigma)[0].float()
 
-    rows, maps = [], {}
     finetune_set = train_images[: cfg["finetune_samples"]]
+    bayes_maps = {corner: bayes(mask_of(corner, size, hole)) for corner in train_corners + test_corners}
+
+    def finetuned(model, corners, loss, inner):
+        """Per-mask relative errors after fine-tuning ``model``, the largest hidden-row change, the first map."""
+        errors, kernel_drift = [], []
+        for corner in corners:
+            mask = mask_of(corner, size, hole)
+            theta = adapt_to_mask(model, mask, finetune_set, loss, cfg["finetune_steps"], **inner)
+            errors.append(relative_error(theta, bayes_maps[corner], mask))
+            kernel_drift.append(largest_change(theta, model.theta.detach(), ~mask.flatten().bool()))
+            if len(errors) == 1:
+                first = (theta, bayes_maps[corner], mask)
+        return errors, max(kernel_drift), first
+
+    rows, maps = [], {}
     for inner_loss in inner_losses:
         for name, inner in cfg["inner_optimizers"].items():
             task = toy_task("area_A", train_corners, train_images, test_images, hole, seed=seed)
             meta = meta_train(task, inner_loss, inner, cfg, seed)
             for split, corners, loss in (("train", train_corners, inner_loss), ("test", test_corners, "unsupervised")):
-                errors, kernel_drift = [], []
-                for corner in corners:
-                    mask = mask_of(corner, size, hole)
-                    theta = adapt_to_mask(meta, mask, finetune_set, loss, cfg["finetune_steps"], inner["lr"],
-                                          inner["optimizer"], inner.get("momentum", 0.0))
-                    W = bayes(mask)
-                    errors.append(relative_error(theta, W, mask))
-                    kernel_drift.append(largest_change(theta, meta.theta.detach(), ~mask.flatten().bool()))
-                    maps.setdefault((f"{inner_loss}, {name}", split), (theta, W, mask))
+                errors, drift, maps[(f"{inner_loss}, {name}", split)] = finetuned(meta, corners, loss, inner)
                 rows.append(dict(error_row(split, corners, f"meta-trained ({name}), {inner_loss} inner loss; "
-                                                            f"fine-tuned {loss}", errors),
-                                 max_kernel_change=max(kernel_drift)))
+                                                            f"fine-tuned {loss}", errors), max_kernel_change=drift))
     untrained = LinearModel((1, size, size), init="zeros")  # control: the same fine-tuning without meta-training
     for name, inner in cfg["inner_optimizers"].items():
         for split, corners, loss in (("train", train_corners, "supervised"), ("test", test_corners, "unsupervised")):
-            masks = [mask_of(c, size, hole) for c in corners]
-            errors = [relative_error(adapt_to_mask(untrained, m, finetune_set, loss, cfg["finetune_steps"], inner["lr"],
-                                                   inner["optimizer"], inner.get("momentum", 0.0)), bayes(m), m)
-                      for m in masks]
+            errors = finetuned(untrained, corners, loss, inner)[0]
             rows.append(error_row(split, corners, f"no meta-training (theta = 0), fine-tuned {loss} ({name})", errors))
     for split, corners in (("train", train_corners), ("test", test_corners)):
         masks = [mask_of(c, size, hole) for c in corners]
-        errors = [relative_error(least_squares_map(m, finetune_set), bayes(m), m) for m in masks]
+        errors = [relative_error(least_squares_map(m, finetune_set), bayes_maps[c], m) for c, m in zip(corners, masks)]
         rows.append(error_row(split, corners, "least squares on the fine-tuning set (supervised fine-tuning "
                                               "to convergence)", errors))
-    rows += theorem_31_bound(train_corners, test_corners, size, hole, mu, sigma, bayes)
+    rows += theorem_31_bound(train_corners, test_corners, size, hole, mu, sigma, bayes_maps)
     theorem = check_theorem_31(size, hole, seed)
     result = {
         "benchmark": "meta-prior-gaussian-toy",
@@ -165,7 +167,7 @@ def run(quick: bool = False, inner_losses=("unsupervised", "supervised"), out: s
     return result
 
 
-def theorem_31_bound(train_corners, test_corners, size, hole, mu, sigma, bayes) -> list[dict]:
+def theorem_31_bound(train_corners, test_corners, size, hole, mu, sigma, bayes_maps: dict) -> list[dict]:
     """Rows for the meta-model with an unsupervised inner loss of least outer risk (analytic, infinite
     data): its kernel rows are shared by all tasks (:func:`~deepinv_meta.models.bayes.shared_kernel_rows`),
     so it cannot match every task's Bayes map; its error is what meta-training aims at."""
@@ -173,11 +175,10 @@ def theorem_31_bound(train_corners, test_corners, size, hole, mu, sigma, bayes) 
     theta = shared_kernel_rows(train_masks, mu, sigma).float()
     rows = []
     for split, corners in (("train", train_corners), ("test", test_corners)):
-        masks = [mask_of(c, size, hole) for c in corners]
-        errors = [relative_error(theta, bayes(mask), mask) for mask in masks]
+        errors = [relative_error(theta, bayes_maps[c], mask_of(c, size, hole)) for c in corners]
         rows.append(error_row(split, corners, "risk-optimal with unsupervised inner loss (Theorem 3.1: shared kernel "
                                               "rows, analytic)", errors))
-    errors = lowest_shared_rows_errors(train_masks, [bayes(mask) for mask in train_masks], theta)
+    errors = lowest_shared_rows_errors(train_masks, [bayes_maps[c] for c in train_corners], theta)
     rows.append(error_row("train", train_corners, "lowest error of any meta-model with an unsupervised inner loss "
                                                   "(shared kernel rows; convex, minimised)", errors))
     return rows
@@ -195,20 +196,20 @@ def lowest_shared_rows_errors(masks, bayes_maps, start: torch.Tensor, iterations
     theta = start.detach().double().clone().requires_grad_(True)
     blocks = [(mask.flatten().bool(), im_to_ker(W.double(), mask)) for mask, W in zip(masks, bayes_maps)]
 
-    def mean_error():
-        return sum(torch.linalg.norm(theta[~keep][:, keep] - B) / torch.linalg.norm(B) for keep, B in blocks) / len(blocks)
+    def errors():
+        return [torch.linalg.norm(theta[~keep][:, keep] - B) / torch.linalg.norm(B) for keep, B in blocks]
 
     optimizer = torch.optim.LBFGS([theta], max_iter=iterations, line_search_fn="strong_wolfe")
 
     def closure():
         optimizer.zero_grad()
-        loss = mean_error()
+        loss = sum(errors()) / len(blocks)
         loss.backward()
         return loss
 
     optimizer.step(closure)
     with torch.no_grad():
-        return [(torch.linalg.norm(theta[~keep][:, keep] - B) / torch.linalg.norm(B)).item() for keep, B in blocks]
+        return [error.item() for error in errors()]
 
 
 def error_row(split: str, corners, method: str, errors) -> dict:
