@@ -16,7 +16,49 @@ def operator_sqnorm(physics, x_like: torch.Tensor, iters: int = 20) -> torch.Ten
     Unlike ``physics.compute_sqnorm`` it draws its start vector from a private generator (never
     from the global RNG, so calling a model does not change the user's random stream) and does
     not warn when the fixed number of iterations is reached.
+
+    The estimate is cached on ``physics`` for the shape, dtype and device of ``x_like``, and is
+    recomputed once the operator changes: ``physics.update(...)`` replaces or writes into its
+    tensors (buffers, parameters or tensor attributes, sub-physics included), and the cache is
+    keyed on those tensors' identities and in-place version counters. A physics that holds no
+    tensor at all (e.g. an operator given as plain functions) is never cached.
     """
+    state = _operator_state(physics)
+    key = (tuple(x_like.shape), x_like.dtype, x_like.device, iters)
+    cached = getattr(physics, _CACHE, None)
+    if state and cached is not None and cached[0] == key and _same_state(cached[1], state):
+        return cached[2]
+    norm = _power_iteration(physics, x_like, iters)
+    if state:
+        object.__setattr__(physics, _CACHE, (key, state, norm))  # not a registered buffer: never saved or moved
+    return norm
+
+
+_CACHE = "_deepinv_meta_sqnorm"
+
+
+def _operator_state(physics) -> list:
+    """What defines ``physics``: ``(tensor, version)`` of its tensors and its ``A`` / ``A_adjoint`` callables.
+
+    Empty when it holds no tensor of its own (an operator made of closures, whose captured tensors are
+    invisible here): such operators are never cached. Tensors are held, so their identities are never reused.
+    """
+    tensors = [t for name, t in physics.named_buffers() if not name.endswith("_device_holder")]
+    tensors += [t for _, t in physics.named_parameters()]
+    for module in physics.modules():
+        tensors += [v for k, v in vars(module).items() if torch.is_tensor(v) and k != _CACHE]
+    if not tensors:
+        return []
+    functions = [getattr(m, name, None) for m in physics.modules() for name in ("A", "A_adjoint")]
+    return [(t, t._version) for t in tensors] + [(f, None) for f in functions]
+
+
+def _same_state(old: list, new: list) -> bool:
+    return len(old) == len(new) and all(
+        (a is b and va == vb) if torch.is_tensor(a) else a == b for (a, va), (b, vb) in zip(old, new))
+
+
+def _power_iteration(physics, x_like: torch.Tensor, iters: int) -> torch.Tensor:
     with torch.no_grad():
         rng = torch.Generator().manual_seed(0)
         v = torch.randn(x_like.shape, generator=rng, dtype=x_like.dtype).to(x_like.device)
@@ -29,6 +71,40 @@ def operator_sqnorm(physics, x_like: torch.Tensor, iters: int = 20) -> torch.Ten
                 break
             v = w / norm
         return norm
+
+
+class _LinfBallProjection(torch.autograd.Function):
+    """clamp(v, -r, r) whose backward multiplies by two masks saved at the forward pass (1 byte an entry)."""
+
+    generate_vmap_rule = True  # torch.func transforms (vmap, grad) work through it
+
+    @staticmethod
+    def forward(v, radius):
+        return torch.clamp(v, -radius, radius)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        v, radius = inputs
+        above, below = v > radius, v < -radius
+        ctx.save_for_backward(~(above | below), above.to(torch.int8) - below.to(torch.int8))
+
+    @staticmethod
+    def backward(ctx, grad):
+        # written with differentiable ops of `grad` only, so autograd differentiates it again (MAML's
+        # second order); the masks are constant, as clamp's are almost everywhere
+        inside, sign = ctx.saved_tensors
+        return grad * inside, (grad * sign).sum()
+
+
+def project_linf_ball(v: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    r"""Projection of ``v`` onto :math:`[-r, r]` for a scalar tensor :math:`r \ge 0`.
+
+    The same function as ``torch.clamp(v, -radius, radius)`` with the same first and second
+    derivatives (almost everywhere), but clamp's backward with tensor bounds builds masks with
+    ``masked_fill``/``logical_and``/``where`` at every call, and again when differentiated a second
+    time; here two masks are computed once, in the forward pass (see ``docs/performance.rst``).
+    """
+    return _LinfBallProjection.apply(v, radius)
 
 
 class MetaPDNet(dinv.models.Reconstructor):
@@ -148,10 +224,13 @@ class MetaPDNet(dinv.models.Reconstructor):
             return out.reshape(x0.shape) if fold else out
 
         x_prev, x = x0, x0
-        u = torch.zeros_like(W(x0, 0))
+        u = None  # u_0 = 0: the first dual step is the projection of gamma W_0 x_0 alone
         for k in range(self.depth):
             lam = self.threshold[k].abs()
+            step = W(2 * x - x_prev, k)
+            if self.gamma != 1:  # skipped at 1: a full pass over the dual variable, forward and backward
+                step = self.gamma * step
             # prox of the conjugate of lam*||.||_1: projection onto the l-inf ball of radius lam
-            u = torch.clamp(u + self.gamma * W(2 * x - x_prev, k), -lam, lam)
+            u = project_linf_ball(step if u is None else u + step, lam)
             x_prev, x = x, x - tau * physics.A_adjoint(physics.A(x) - y) - tau * Wt(u, k)
         return x
