@@ -39,7 +39,40 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override one setting of the configuration (repeatable), e.g. --set train_minutes=30; "
                             "the settings are printed at the start of a run and stored in results.json")
     bench.add_argument("--seed", type=int, default=0)
+    add_campaign_parser(commands)
     return parser
+
+
+def add_campaign_parser(commands) -> None:
+    from .campaign import CAMPAIGNS
+
+    campaign = commands.add_parser(
+        "campaign", help="resume a long training campaign (campaigns/NAME/) for M more minutes; feeds the zoo",
+        description="Resume the campaign's trainers from campaigns/NAME/, train --minutes more (checkpoint, held-out "
+                    "validation and a log line every --chunk-minutes), export improved weights to the zoo "
+                    "(deepinv_meta/pretrained), and write log.csv, curve.png and STATUS.md.")
+    campaign.add_argument("name", choices=sorted(CAMPAIGNS) + ["all"], help="which campaign ('all': every one)")
+    campaign.add_argument("--minutes", type=positive(float), required=True, help="training minutes of this call")
+    campaign.add_argument("--threads", type=positive(int), default=1, help="CPU threads (default 1)")
+    campaign.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    campaign.add_argument("--chunk-minutes", type=positive(float), default=5.0,
+                          help="minutes between checkpoints and validations (default 5: a killed run loses at most that)")
+    campaign.add_argument("--folder", default="campaigns", help="campaigns folder (default ./campaigns)")
+    campaign.add_argument("--data-root", default=None, help="offline data folder (default: $DEEPINV_META_DATA)")
+
+
+def positive(kind):
+    """argparse type: a number of ``kind`` that must be > 0."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
 
 
 # --physics parameters: argument name -> (type, help); build_physics refuses those the operator does not take
@@ -140,7 +173,8 @@ def add_evaluate_parser(commands) -> None:
 
 
 # name -> module under deepinv_meta.benchmarks with run(quick, device, root, out, seed)
-BENCHMARKS = {"meta-prior": "meta_prior", "metadip": "metadip", "meta-red": "meta_red", "variational": "variational"}
+BENCHMARKS = {"meta-prior": "meta_prior", "metadip": "metadip", "meta-red": "meta_red", "variational": "variational",
+              "throughput": "throughput"}
 
 
 def main(argv=None) -> int:
@@ -156,6 +190,8 @@ def main(argv=None) -> int:
                  finetune_steps=args.finetune_steps, device=args.device, seed=args.seed)
     elif args.command == "benchmark":
         return run_benchmark(args)
+    elif args.command == "campaign":
+        return run_campaign_command(args)
     else:
         return run_workflow(args)
     return 0
@@ -211,13 +247,13 @@ def run_benchmark(args) -> int:
         return 2
     out = Path(args.out or f"benchmark-results/{args.name}{'-quick' if args.quick else ''}")
     toy_only = args.name == "meta-prior" and args.part == "toy"  # the toy samples its own data
+    module = importlib.import_module(f".benchmarks.{BENCHMARKS[args.name]}", __package__)
     try:
-        root = None if toy_only else data_root(args.data_root)
+        root = None if toy_only or not getattr(module, "NEEDS_DATA", True) else data_root(args.data_root)
         settings = dict(parse_setting(text) for text in args.settings)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f".benchmarks.{BENCHMARKS[args.name]}", __package__)
     try:  # an unknown key is reported before any work starts
         configure(gaussian_toy.FULL if toy_only else module.FULL, settings)
     except KeyError as error:
@@ -230,6 +266,25 @@ def run_benchmark(args) -> int:
     options = {"reuse_meta_models": args.reuse_meta_models} if args.reuse_meta_models else {}
     module.run(quick=args.quick, device=args.device, root=root, out=out, seed=args.seed, settings=settings, **options)
     print(f"results written to {out}/ (results.json, table.md, figures, checkpoints)")
+    return 0
+
+
+def run_campaign_command(args) -> int:
+    from .campaign import run_campaign
+
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: --device cuda but no GPU is visible to torch; use --device cpu.", file=sys.stderr)
+            return 2
+    try:
+        run_campaign(args.name, args.minutes, threads=args.threads, device=args.device, folder=args.folder,
+                     data_root=args.data_root, chunk_minutes=args.chunk_minutes,
+                     log=lambda message: print(message, flush=True))
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
