@@ -401,7 +401,7 @@ class MetaTrainer:
             self.save(self.checkpoint)
         return self.history
 
-    def validate(self, rollback_above: float | None = None) -> float:
+    def validate(self, rollback_above: float | None = None, tasks=None) -> float:
         """Mean adapted loss over the tasks on the fixed held-out episodes of :meth:`evaluate`.
 
         It is appended to ``self.validation`` and the weights with the lowest finite value are kept
@@ -410,8 +410,10 @@ class MetaTrainer:
         :param float rollback_above: if set, a loss above this multiple of the lowest finite one so far
             (or not finite) is taken for a blow-up and training goes back to the best weights with half
             the outer learning rate (:meth:`rollback`, recorded in ``self.rollbacks``).
+        :param list tasks: validate on these tasks instead of the training tasks (e.g. tasks whose both
+            splits are held-out images, for models whose outer loss uses the training tasks' test split).
         """
-        scores = self.evaluate()
+        scores = self.evaluate() if tasks is None else self.evaluate(tasks=tasks)
         loss = sum(s["adapted"] for s in scores.values()) / len(scores)
         self.validation.append({"step": self.step, "loss": loss})
         if math.isfinite(loss) and (self._best is None or loss < self._best[0]):
@@ -457,22 +459,24 @@ class MetaTrainer:
         return self.step if self._restored_step is None else self._restored_step
 
     @torch.no_grad()
-    def evaluate(self, episodes: int = 2, seed: int = 10**9, metric=None) -> dict:
+    def evaluate(self, episodes: int = 2, seed: int = 10**9, metric=None, tasks=None) -> dict:
         """Score the meta-model and the adapted (inner) model per task on fixed held-out episodes.
 
         :param int episodes: episodes per task, drawn with seeds from ``seed`` (disjoint from the
             training seeds for any realistic run length).
         :param Callable metric: ``metric(x_hat, target)`` per image (e.g. ``deepinv.loss.metric.PSNR()``);
             default: the outer loss (MSE) of each episode.
+        :param list tasks: score these tasks instead of the training tasks.
         :return: ``{task: {"meta": mean, "adapted": mean, "meta_std": std, "adapted_std": std}}``.
         """
         # the global random state is left as found: an evaluation between outer steps (validate(), at
         # time-based points in the benchmarks) must not change the training run (measured: it did, by 1e-8
         # after 6 steps, which hundreds of steps of a chaotic meta-training turned into different runs)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            return self._evaluate(episodes, seed, metric)
+            return self._evaluate(episodes, seed, metric, self.tasks if tasks is None else
+                                  [task.to(self.device) for task in tasks])
 
-    def _evaluate(self, episodes: int, seed: int, metric) -> dict:
+    def _evaluate(self, episodes: int, seed: int, metric, tasks) -> dict:
         self.model.eval()
 
         def score(x_hat, target):
@@ -481,7 +485,7 @@ class MetaTrainer:
             return metric(x_hat, target).flatten().tolist()
 
         scores = {}
-        for i, task in enumerate(self.tasks):
+        for i, task in enumerate(tasks):
             values = {"meta": [], "adapted": []}
             for e in range(episodes):
                 episode = task.episode(self.batch_size, seed=seed + 101 * e + i)

@@ -1,0 +1,100 @@
+"""Campaigns: resumable, locked, validated, logged, and exporting improved weights to a zoo folder."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from deepinv_meta import campaign as campaign_module
+from deepinv_meta import pretrained
+from deepinv_meta.campaign import Run, Setup, run_campaign
+from deepinv_meta.io import FileLock
+
+
+def _tiny_build(root, device):
+    from helpers import make_small_tasks
+
+    from deepinv_meta import MetaPDNet
+
+    torch.manual_seed(0)
+    tasks = make_small_tasks()
+    return Setup(trainer_args=dict(inner_loss="unsupervised", inner_steps=1, batch_size=2),
+                 model=MetaPDNet(depth=2, channels=4), tasks=tasks, validation_tasks=None,
+                 provenance={"training_data": "random 16x16", "tasks": [t.name for t in tasks], "validation": "MSE"})
+
+
+@pytest.fixture
+def tiny_campaign(monkeypatch, tmp_path):
+    monkeypatch.setitem(campaign_module.CAMPAIGNS, "tiny", [Run("tiny-model", _tiny_build)])
+    monkeypatch.setenv("DEEPINV_META_DATA", str(tmp_path))  # a data folder is required; the tiny run reads none
+    return tmp_path
+
+
+def test_a_campaign_resumes_logs_and_exports_to_the_zoo(tiny_campaign):
+    folder, zoo = tiny_campaign / "campaigns", tiny_campaign / "zoo"
+    first = run_campaign("tiny", 0.05, folder=folder, chunk_minutes=0.02, zoo=zoo, log=lambda m: None)
+    assert len(first) >= 1 and first[0]["exported"]  # the first validation always improves on nothing
+    steps = first[-1]["step"]
+    second = run_campaign("tiny", 0.03, folder=folder, chunk_minutes=0.03, zoo=zoo, log=lambda m: None)
+    assert second[0]["step"] > steps  # resumed, not restarted
+    rows = list(csv.DictReader(open(folder / "tiny" / "log.csv")))
+    assert len(rows) == len(first) + len(second)
+    state = json.loads((folder / "tiny" / "tiny-model.json").read_text())
+    assert state["steps"] == second[-1]["step"] and state["cpu_minutes"] > 0
+    best = min(float(r["val_loss"]) for r in rows)
+    assert state["best_loss"] == pytest.approx(best)
+    status = (folder / "tiny" / "STATUS.md").read_text()
+    assert "tiny-model" in status and (folder / "tiny" / "curve.png").stat().st_size > 1000
+    entry = pretrained.read_registry(zoo)["tiny-model"]
+    assert entry["validation_loss"] == pytest.approx(best) and entry["outer_steps"] == state["best_step"]
+    model = pretrained.load("tiny-model", zoo=zoo)
+    assert type(model).__name__ == "MetaPDNet" and not model.training
+    assert not list((folder / "tiny").glob("*.tmp")) and not (folder / "tiny" / "campaign.lock").exists()
+
+
+def test_a_tampered_zoo_file_is_refused(tiny_campaign):
+    zoo = tiny_campaign / "zoo"
+    run_campaign("tiny", 0.02, folder=tiny_campaign / "c", chunk_minutes=0.02, zoo=zoo, log=lambda m: None)
+    path = pretrained.weights_path("tiny-model", zoo)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="do not match their registered SHA-256"):
+        pretrained.load("tiny-model", zoo=zoo)
+    with pytest.raises(ValueError, match="no pretrained model named 'nope'"):
+        pretrained.load("nope", zoo=zoo)
+
+
+def test_a_second_campaign_on_the_same_folder_is_refused(tiny_campaign):
+    lock_path = tiny_campaign / "campaigns" / "tiny" / "campaign"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock_path.parent.mkdir(parents=True)
+        (lock_path.parent / "campaign.lock").write_text(str(holder.pid))
+        with pytest.raises(RuntimeError, match=f"held by process {holder.pid}"):
+            run_campaign("tiny", 0.02, folder=tiny_campaign / "campaigns", zoo=tiny_campaign / "zoo", log=lambda m: None)
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is dead now: its lock is stale and taken over with a warning
+    with pytest.warns(UserWarning, match="stale lock"):
+        run_campaign("tiny", 0.02, folder=tiny_campaign / "campaigns", chunk_minutes=0.02, zoo=tiny_campaign / "zoo",
+                     log=lambda m: None)
+
+
+def test_file_lock_is_reentrant_free_and_released(tmp_path):
+    with FileLock(tmp_path / "x"):
+        assert (tmp_path / "x.lock").read_text() == str(os.getpid())
+    assert not (tmp_path / "x.lock").exists()
+
+
+def test_campaign_command_rejects_bad_arguments_with_one_line():
+    for args, message in ((["campaign", "nope", "--minutes", "1"], "invalid choice"),
+                          (["campaign", "metadip", "--minutes", "0"], "must be > 0"),
+                          (["campaign", "metadip", "--minutes", "1", "--threads", "-2"], "must be > 0")):
+        done = subprocess.run([sys.executable, "-m", "deepinv_meta.cli", *args], capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
