@@ -67,6 +67,11 @@ class EncoderDecoder(nn.Module):
         return torch.sigmoid(self.out(h))
 
 
+def latent_code(channels: int, height: int, width: int, seed: int) -> torch.Tensor:
+    """The fixed input :math:`z` of MetaDIP for one image size: uniform noise from ``seed``, the same at every call."""
+    return torch.rand(1, channels, height, width, generator=torch.Generator().manual_seed(seed))
+
+
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     r"""Anisotropic total variation :math:`\operatorname{mean}(|\nabla_h x| + |\nabla_v x|)`."""
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
@@ -155,8 +160,7 @@ class MetaDIP(TestTimeOptimizer):
         self.tv_weight = tv_weight
         self.normalize_fidelity = normalize_fidelity
         self.fourier = fourier
-        rng = torch.Generator().manual_seed(seed)
-        self.register_buffer("z", torch.rand(1, latent_channels, height, width, generator=rng))
+        self.register_buffer("z", latent_code(latent_channels, height, width, seed))
         self.config = dict(img_size=tuple(img_size), steps=steps, train_steps=train_steps, lr=lr, momentum=momentum,
                            tv_weight=tv_weight, channels=tuple(channels), latent_channels=latent_channels,
                            fourier_features=fourier_features, complex_physics=complex_physics, seed=seed,
@@ -191,9 +195,40 @@ class MetaDIP(TestTimeOptimizer):
         return self.tv_weight * total_variation(x) if self.tv_weight else 0.0
 
 
+    def resized(self, img_size) -> "MetaDIP":
+        """This meta-model for images of ``img_size`` ``(C, H, W)``: the same weights and learned step sizes
+        (shared, not copied), and the latent code :math:`z` of that size (:func:`latent_code`, deterministic,
+        so the model is the same function at every call; at the trained size it is the trained code)."""
+        config = dict(self.config, img_size=tuple(img_size))
+        model = MetaDIP(**config)
+        model.net, model.inner, model.fourier = self.net, self.inner, self.fourier
+        return model.to(self.z.device).train(self.training)
+
+    def size_for(self, y: torch.Tensor, physics) -> tuple:
+        """The image size ``(C, H, W)`` behind measurements ``y``: ``img_size`` if ``physics`` maps it to ``y``'s
+        shape, else the shape of :math:`A^\top y` for a linear physics (e.g. denoising or inpainting of
+        images of another size)."""
+        probe = self.physics_input(torch.zeros((1, *self.img_size), dtype=y.dtype, device=y.device))
+        try:
+            with torch.no_grad():
+                if physics.A(probe).shape[1:] == y.shape[1:]:
+                    return self.img_size
+        except (RuntimeError, ValueError, IndexError):
+            pass
+        if isinstance(physics, dinv.physics.LinearPhysics):
+            with torch.no_grad():
+                shape = tuple(physics.A_adjoint(y[:1]).shape[1:])
+            if len(shape) == 3 and shape[0] == self.img_size[0]:
+                return shape
+        return self.img_size  # check_inputs then explains what does not fit
+
     def forward(self, y: torch.Tensor, physics, steps: int | None = None, callback=None) -> torch.Tensor:
         """Fit ``steps`` inner steps per image from the meta-learned weights (default: ``train_steps``
-        while meta-training, ``self.steps`` otherwise)."""
+        while meta-training, ``self.steps`` otherwise). Images of another size than ``img_size`` are
+        reconstructed by :meth:`resized` (found from :math:`A^\top y` for a linear physics)."""
+        size = self.size_for(y, physics)
+        if size != self.img_size:
+            return self.resized(size)(y, physics, steps=steps, callback=callback)
         if steps is None:
             steps = self.inner.steps if self.training and torch.is_grad_enabled() else self.steps
         return super().forward(y, physics, steps=steps, callback=callback)
