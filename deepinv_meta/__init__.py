@@ -6,6 +6,7 @@ from .bilevel import InnerLoop, MetaTrainer, NonFiniteLossError, finetune
 from .io import load, save
 from .models import LinearModel, MetaPDNet
 from .tasks import Task, meta_prior_tasks
+from . import pretrained  # noqa: E402  (the zoo: deepinv_meta.pretrained.available() / load(name))
 
 __all__ = [
     "MetaPDNet",
@@ -18,4 +19,5 @@ __all__ = [
     "meta_prior_tasks",
     "save",
     "load",
+    "pretrained",
 ]

@@ -3,6 +3,7 @@ r"""Few-step adaptation of a meta-model to one task (the inner problem of eq. 2,
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -12,24 +13,47 @@ from ..losses import check_loss_name, data_loss, loss_label
 from .inner import InnerLoop, momentum_kwargs
 
 
+LEGACY_SETTINGS = {"lr": 1e-3, "optimizer": "adam", "momentum": 0.0, "lam": 0.0}
+
+
+def _inner_from(inner: InnerLoop | None, legacy: dict) -> InnerLoop:
+    """``inner``, or the inner loop the keywords of earlier versions describe (deprecated)."""
+    if "inner_loop" in legacy:  # the earlier name of `inner`
+        if inner is not None:
+            raise ValueError("finetune got inner= and inner_loop=: pass inner= only.")
+        inner = legacy.pop("inner_loop")
+        warnings.warn("finetune(inner_loop=...) is deprecated: use inner=.", DeprecationWarning, stacklevel=3)
+    unknown = sorted(set(legacy) - set(LEGACY_SETTINGS))
+    if unknown:
+        raise TypeError(f"finetune got unexpected keyword arguments {unknown}.")
+    if inner is not None:
+        if legacy:
+            raise ValueError(f"finetune got inner= and {sorted(legacy)}: the inner loop brings its own settings; "
+                             "pass one or the other.")
+        return inner
+    if legacy:
+        warnings.warn(f"finetune({', '.join(sorted(legacy))}=...) is deprecated: pass inner=InnerLoop(...).",
+                      DeprecationWarning, stacklevel=3)
+    settings = dict(LEGACY_SETTINGS, **legacy)
+    return InnerLoop(steps=50, lr=settings["lr"], optimizer=settings["optimizer"], lam=settings["lam"],
+                     optimizer_kwargs=momentum_kwargs(settings["optimizer"], settings["momentum"]))
+
+
 def finetune(
     model: nn.Module,
     physics,
     y: torch.Tensor,
     *,
     x: torch.Tensor | None = None,
-    steps: int = 50,
+    inner: InnerLoop | None = None,
+    steps: int | None = None,
     loss: str = "unsupervised",
-    lam: float = 0.0,
-    lr: float = 1e-3,
-    optimizer: str = "adam",
-    momentum: float = 0.0,
-    inner_loop: InnerLoop | None = None,
     batch_size: int | None = None,
     seed: int = 0,
     progress: bool = False,
     return_losses: bool = False,
     on_step=None,
+    **legacy,
 ):
     r"""Fine-tune a copy of ``model`` on measurements ``y`` of ``physics``; ``model`` is not modified.
 
@@ -47,18 +71,16 @@ def finetune(
     :param deepinv.physics.Physics physics: the forward operator of the new task (shared by all ``y``).
     :param torch.Tensor y: fine-tuning measurements, shape ``(N, ...)``.
     :param torch.Tensor x: ground truth, needed for ``loss="supervised"``.
-    :param int steps: number of fine-tuning steps (>= 0).
+    :param InnerLoop inner: the optimiser of the fine-tuning steps (learning rate, ``"adam"`` or ``"sgd"``,
+        heavy-ball momentum, proximal weight :math:`\lambda`), default ``InnerLoop(steps=50, lr=1e-3)`` (Adam);
+        e.g. ``trainer.inner`` of a :class:`~deepinv_meta.MetaTrainer` with learned step sizes, which
+        fine-tuning then follows (more ``steps`` than it learned need ``repeat_last=True``). The keywords of
+        earlier versions (``lr``, ``optimizer``, ``momentum``, ``lam``, ``inner_loop``) still work, with a
+        ``DeprecationWarning``.
+    :param int steps: number of fine-tuning steps (>= 0); default ``inner.steps`` (50 without ``inner``).
     :param str loss: ``"unsupervised"``, ``"equivariant"`` or ``"supervised"``; or a ``deepinv.loss.Loss`` or a list
         of them, e.g. ``[dinv.loss.MCLoss(), dinv.loss.EILoss(dinv.transform.Rotate())]`` (equivariant imaging with
         rotations, :func:`~deepinv_meta.losses.data_loss`).
-    :param float lam: proximal weight :math:`\lambda`.
-    :param float lr: learning rate.
-    :param str optimizer: ``"adam"`` or ``"sgd"`` (gradient descent).
-    :param float momentum: heavy-ball momentum of ``"sgd"`` (as ``MetaTrainer(inner_momentum=...)``).
-    :param InnerLoop inner_loop: fine-tune with this inner loop instead of ``lr``, ``optimizer``, ``momentum`` and
-        ``lam`` (leave those at their defaults), typically ``trainer.inner`` of a
-        :class:`~deepinv_meta.MetaTrainer` with ``learn_inner_lr``: fine-tuning then takes the learned step
-        sizes meta-training optimised for. More ``steps`` than it learned need ``repeat_last=True``.
     :param int batch_size: if set, each step uses a random mini-batch of that size.
     :param int seed: seed of the mini-batch sampling.
     :param bool progress: show a progress bar.
@@ -86,14 +108,8 @@ def finetune(
         raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}; they must match.")
     if batch_size is not None and not 0 < batch_size:
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
-    if inner_loop is None:
-        inner = InnerLoop(steps=steps, lr=lr, optimizer=optimizer, lam=lam,
-                          optimizer_kwargs=momentum_kwargs(optimizer, momentum))
-    elif (lr, optimizer, momentum, lam) != (1e-3, "adam", 0.0, 0.0):
-        raise ValueError("finetune got inner_loop and lr/optimizer/momentum/lam: the inner loop brings its own "
-                         "settings; pass one or the other.")
-    else:
-        inner = inner_loop
+    inner = _inner_from(inner, legacy)
+    steps = inner.steps if steps is None else steps
     adapted = copy.deepcopy(model)
     rng = torch.Generator().manual_seed(seed)
     shifts = torch.Generator(y.device).manual_seed(seed + 1)  # the equivariant loss's random shifts

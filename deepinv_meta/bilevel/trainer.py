@@ -13,6 +13,7 @@ import copy
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -40,6 +41,30 @@ def process_group() -> tuple[int, int]:
     return 0, 1
 
 
+# the keywords MetaTrainer took before `inner=` -> (InnerLoop argument, default)
+LEGACY_INNER_SETTINGS = {"inner_steps": ("steps", 1), "inner_lr": ("lr", 1e-3), "inner_optimizer": ("optimizer", "adam"),
+                         "lam": ("lam", 0.0), "first_order": ("first_order", False), "implicit": ("implicit", False),
+                         "cg_steps": ("cg_steps", 10), "learn_inner_lr": ("learn_lr", False)}
+
+
+def inner_loop_from(inner: InnerLoop | None, legacy: dict) -> InnerLoop:
+    """``inner``, or one built from the deprecated keywords of :data:`LEGACY_INNER_SETTINGS` (and ``inner_momentum``)."""
+    unknown = sorted(set(legacy) - set(LEGACY_INNER_SETTINGS) - {"inner_momentum"})
+    if unknown:
+        raise TypeError(f"MetaTrainer got unexpected keyword arguments {unknown}.")
+    if inner is not None:
+        if legacy:
+            raise ValueError(f"MetaTrainer got inner= and {sorted(legacy)}: the InnerLoop carries those settings; "
+                             "pass one or the other.")
+        return inner
+    if legacy:
+        warnings.warn(f"MetaTrainer({', '.join(sorted(legacy))}=...) is deprecated: pass inner=InnerLoop(...).",
+                      DeprecationWarning, stacklevel=3)
+    kwargs = {name: legacy.get(key, default) for key, (name, default) in LEGACY_INNER_SETTINGS.items()}
+    kwargs["optimizer_kwargs"] = momentum_kwargs(kwargs["optimizer"], legacy.get("inner_momentum", 0.0))
+    return InnerLoop(**kwargs)
+
+
 class MetaTrainer:
     r"""Meta-train a model over imaging tasks with MAML through :mod:`higher`.
 
@@ -57,20 +82,12 @@ class MetaTrainer:
     :param str inner_loss: ``"supervised"``, ``"unsupervised"`` (:math:`\|Af(y)-y\|^2`) or ``"equivariant"``
         (that plus shift-equivariant imaging, :func:`~deepinv_meta.losses.equivariant_loss`); or deepinv losses
         (a ``deepinv.loss.Loss`` or a list of them, :func:`~deepinv_meta.losses.data_loss`).
-    :param int inner_steps: inner optimizer steps per episode.
-    :param float inner_lr: inner learning rate.
-    :param str inner_optimizer: ``"adam"`` (matches ``torch.optim.Adam``) or ``"sgd"``.
-    :param float inner_momentum: heavy-ball momentum of the ``"sgd"`` inner optimizer (0: plain gradient
-        descent). On the ill-conditioned least squares of Meta-Prior's linear-Gaussian toy, 20 heavy-ball
-        steps nearly reach the inner minimum where 20 Adam steps do not (:mod:`deepinv_meta.benchmarks.gaussian_toy`).
-    :param float lam: proximal weight :math:`\lambda`.
-    :param bool first_order: first-order MAML.
-    :param bool implicit: implicit meta-gradient (iMAML): the inner steps keep no graph and the
-        meta-gradient solves :math:`(I + H/\lambda) v = \nabla_\phi\mathcal{L}_{\mathrm{outer}}` by
-        ``cg_steps`` conjugate-gradient iterations; needs ``lam > 0`` and enough inner steps to reach
-        the inner minimum (see :class:`~deepinv_meta.bilevel.InnerLoop`).
-    :param int cg_steps: conjugate-gradient iterations of the implicit meta-gradient.
-    :param bool learn_inner_lr: learn one inner learning rate per inner step.
+    :param InnerLoop inner: the inner loop (steps, learning rate, optimizer, proximal weight
+        :math:`\lambda`, first-order / implicit meta-gradients, learned step sizes); default
+        ``InnerLoop(steps=1, lr=1e-3, optimizer="adam")``. Its learned settings are meta-learned with the
+        weights. The keywords of earlier versions (``inner_steps``, ``inner_lr``, ``inner_optimizer``,
+        ``inner_momentum``, ``lam``, ``first_order``, ``implicit``, ``cg_steps``, ``learn_inner_lr``) still
+        build it, with a ``DeprecationWarning``.
     :param str outer_loss: ``"l2"`` (mean squared error, default), ``"l1"``, or a callable
         ``loss(x_hat, x)``.
     :param float outer_lr: Adam learning rate of the meta-weights.
@@ -114,16 +131,8 @@ class MetaTrainer:
         model: nn.Module,
         tasks,
         *,
+        inner: InnerLoop | None = None,
         inner_loss: str = "supervised",
-        inner_steps: int = 1,
-        inner_lr: float = 1e-3,
-        inner_optimizer: str = "adam",
-        inner_momentum: float = 0.0,
-        lam: float = 0.0,
-        first_order: bool = False,
-        implicit: bool = False,
-        cg_steps: int = 10,
-        learn_inner_lr: bool = False,
         outer_loss="l2",
         outer_lr: float = 1e-3,
         lr_scales: dict | None = None,
@@ -137,6 +146,7 @@ class MetaTrainer:
         grad_clip: float | None = None,
         max_skipped: int = 20,
         progress: bool = True,
+        **inner_settings,
     ):
         self.inner_loss = check_loss_name(inner_loss)
         tasks = list(tasks)
@@ -152,17 +162,7 @@ class MetaTrainer:
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device)
         self.tasks = [task.to(self.device) for task in tasks]
-        self.inner = InnerLoop(
-            steps=inner_steps,
-            lr=inner_lr,
-            optimizer=inner_optimizer,
-            lam=lam,
-            first_order=first_order,
-            implicit=implicit,
-            cg_steps=cg_steps,
-            learn_lr=learn_inner_lr,
-            optimizer_kwargs=momentum_kwargs(inner_optimizer, inner_momentum),
-        ).to(self.device)
+        self.inner = inner_loop_from(inner, inner_settings).to(self.device)
         self.outer_loss = outer_loss
         self._outer_loss_fn = outer_loss_function(outer_loss)
         # only trainable weights (e.g. a frozen denoiser inside a model is not meta-learned)

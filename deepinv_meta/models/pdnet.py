@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import adjoint_image, require_linear
+from .zoo import FromPretrained
 
 
 def operator_sqnorm(physics, x_like: torch.Tensor, iters: int = 20) -> torch.Tensor:
@@ -107,7 +108,7 @@ def project_linf_ball(v: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
     return _LinfBallProjection.apply(v, radius)
 
 
-class MetaPDNet(dinv.models.Reconstructor):
+class MetaPDNet(FromPretrained, dinv.models.Reconstructor):
     r"""Unrolled primal-dual network whose weights are meta-learned across imaging tasks.
 
     It unrolls the Condat-Vu primal-dual iteration for :math:`\min_x \frac12\|Ax-y\|^2 + \lambda\|Wx\|_1`

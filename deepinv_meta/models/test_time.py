@@ -27,9 +27,10 @@ from torch import nn
 from ..bilevel.inner import InnerLoop, check_finite
 from ..losses import measurement_consistency_loss
 from ..physics import to_physics_input
+from .zoo import FromPretrained
 
 
-class TestTimeOptimizer(dinv.models.Reconstructor):
+class TestTimeOptimizer(FromPretrained, dinv.models.Reconstructor):
     r"""Base class: :math:`m` inner steps on the data fidelity from meta-learned weights.
 
     Subclasses implement :meth:`generate` (the image made by the network with given weights) and

@@ -38,6 +38,7 @@ from torch import nn
 from ..bilevel.inner import check_finite
 from ..dynamics import SYSTEMS, rk4_step, vector_field
 from ..physics import interpolate_in_time
+from .zoo import FromPretrained
 
 
 def _pair(value) -> tuple[int, int]:
@@ -395,7 +396,7 @@ class LSTMSolver(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------- reconstructor
-class VariationalReconstructor(dinv.models.Reconstructor):
+class VariationalReconstructor(FromPretrained, dinv.models.Reconstructor):
     r"""A variational cost and a solver as one deepinv reconstructor: ``model(y, physics)``.
 
     The solver starts from the zero-filled :math:`x_0 = A^\top y` (``init="adjoint"``) or, for time
