@@ -8,13 +8,28 @@ from deepinv_meta.baselines import Bicubic
 from deepinv_meta.demo import run_demo
 
 
-def test_demo_runs_end_to_end_and_prints_the_table(capsys):
-    table = run_demo(minutes=0.02, depth=2, channels=4, finetune_steps=2, finetune_patches=2, device="cpu")
-    methods = [row["method"] for row in table]
-    assert methods[0] == "adjoint A^T y" and "meta-model, no fine-tuning" in methods
-    assert any("unsupervised" in m for m in methods) and any("random init" in m for m in methods)
-    assert all(row["psnr"] > 5 for row in table)
-    assert "| method" in capsys.readouterr().out
+def test_demo_adapts_the_zoo_model_and_writes_the_table_json_and_figure(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out, figure = tmp_path / "demo.json", tmp_path / "demo.png"
+    done = subprocess.run([sys.executable, "-m", "deepinv_meta.cli", "demo", "--steps", "2", "--size", "32",
+                           "--json", str(out), "--figure", str(figure), "--paper-loss"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = {row["method"]: row["psnr"] for row in json.loads(out.read_text())}
+    assert {"bicubic upsampling", "TGV (tuned on other images)", "meta-model, no adaptation",
+            "meta-model + 2 equivariant steps (no GT)", "random init + 2 equivariant steps (no GT)",
+            "meta-model + 2 unsupervised steps (paper's loss)"} <= set(rows)
+    assert all(value > 5 for value in rows.values())
+    assert "| method" in done.stdout and "zoo 'meta-prior-unsupervised'" in done.stdout
+    assert figure.stat().st_size > 10_000
+
+
+def test_demo_can_still_meta_train_from_scratch(capsys):
+    rows = run_demo(train_minutes=0.02, steps=1, size=32, device="cpu")
+    assert "meta-trained here" in capsys.readouterr().out
+    assert rows[0]["method"] == "bicubic upsampling" and len(rows) >= 5
 
 
 def test_bicubic_baseline_is_consistent_with_decimation():
@@ -24,8 +39,8 @@ def test_bicubic_baseline_is_consistent_with_decimation():
 
 
 def test_cli_parses_demo_options():
-    args = build_parser().parse_args(["demo", "--minutes", "0.5", "--depth", "4"])
-    assert args.command == "demo" and args.minutes == 0.5 and args.depth == 4
+    args = build_parser().parse_args(["demo", "--train-minutes", "0.5", "--steps", "4"])
+    assert args.command == "demo" and args.train_minutes == 0.5 and args.steps == 4
 
 
 def test_benchmark_without_data_root_names_the_variable(monkeypatch, capsys, tmp_path):
