@@ -19,6 +19,7 @@ takes grey images as complex images with a zero imaginary part and is scored on 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,8 @@ import deepinv as dinv
 import torch
 
 from . import baselines
-from .bilevel import MetaTrainer, finetune
+from .bilevel import InnerLoop, MetaTrainer, finetune
+from .bilevel.inner import momentum_kwargs
 from .bilevel.trainer import default_device
 from .data import (EMBEDDED_TEST, EMBEDDED_TRAIN, as_complex, center_crop, data_root, embedded_images,
                    extract_patches, load_image_folder)
@@ -37,6 +39,58 @@ from .models import MetaPDNet
 from .physics import PHYSICS, build_physics, physics_parameters
 from .tasks import meta_prior_tasks
 from .weights import load_denoiser
+
+
+FILE_KINDS = {b"PK\x03\x04": "model or checkpoint (.pt)", b"\x89PNG": "PNG image"}
+
+
+def file_kind(path: Path) -> str:
+    """What an existing file holds, from its first bytes (torch files are zip archives)."""
+    head = path.read_bytes()[:8]
+    for magic, kind in FILE_KINDS.items():
+        if head.startswith(magic):
+            return kind
+    return "JSON" if head.lstrip()[:1] in (b"{", b"[") else "other"
+
+
+def check_output(path, kind: str, *, inputs=(), force: bool = False, option: str = "--out") -> Path:
+    """Check an output path before any work: not one of the ``inputs``, not a folder, not an existing file of
+    another ``kind`` (unless ``force``), in a folder that can be written (created if missing)."""
+    path = Path(path)
+    for item in inputs:
+        if item is not None and Path(item).exists() and path.resolve() == Path(item).resolve():
+            raise ValueError(f"{option} {path} is also an input of this command; write the result to another file.")
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file name.")
+    if path.is_file() and not force and file_kind(path) != kind:
+        raise ValueError(f"{option} {path} exists and holds a {file_kind(path)} file, not a {kind} one: not "
+                         "overwriting it. Choose another path, or add --force.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{option} {path}: cannot create the folder {path.parent} ({error.strerror}).") from None
+    if not os.access(path.parent, os.W_OK):
+        raise ValueError(f"{option} {path}: the folder {path.parent} is not writable; choose another path.")
+    return path
+
+
+def load_model(spec, return_metadata: bool = False):
+    """A model from a file saved by :func:`deepinv_meta.save` (or a trainer checkpoint), or a zoo name
+    (:func:`deepinv_meta.pretrained.available`)."""
+    from . import pretrained
+
+    path = Path(spec)
+    if not path.exists() and str(spec) in pretrained.available():
+        model = pretrained.load(str(spec))
+        return (model, {"zoo": str(spec)}) if return_metadata else model
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a model file.")
+    if not path.exists():
+        raise FileNotFoundError(f"model {spec} is neither a file nor a zoo name ({sorted(pretrained.available())}).")
+    return load(path, return_metadata=return_metadata)
+
+
+MODEL = "model or checkpoint (.pt)"
 
 
 def load_images(folder, default_names, color: bool = False) -> list[torch.Tensor]:
@@ -74,7 +128,7 @@ def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_
               inner_optimizer: str = "adam", inner_momentum: float = 0.0,
               outer_lr: float = 5e-3, batch_size: int = 8, depth: int = 20, channels: int = 32, steps: int = 1000,
               minutes=None, checkpoint=None, color: bool = False, device=None, seed: int = 0,
-              progress: bool = True) -> MetaTrainer:
+              progress: bool = True, force: bool = False) -> MetaTrainer:
     """Meta-train a MetaPDNet on the Meta-Prior tasks and save it to ``out`` (:func:`deepinv_meta.load`).
 
     Training stops after ``steps`` outer steps in total or ``minutes`` minutes, whichever comes first.
@@ -90,15 +144,21 @@ def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_
     out = Path(out)
     device = torch.device(device) if device else default_device()
     checkpoint = Path(checkpoint) if checkpoint else out.with_name(out.name + ".trainer.pt")
+    if out.resolve() == checkpoint.resolve():
+        raise ValueError(f"--out and --checkpoint are the same file ({out}): the meta-model would overwrite the "
+                         "trainer state; use two paths.")
+    check_output(out, MODEL, force=force)
+    check_output(checkpoint, MODEL, force=force, option="--checkpoint")
     torch.manual_seed(seed)
     tasks = meta_prior_tasks(load_images(images, EMBEDDED_TRAIN, color),
                              None if val_images is None else load_image_folder(val_images, grey=not color),
                              patch_size=patch_size, seed=seed)
-    trainer = MetaTrainer(MetaPDNet(depth=depth, channels=channels), tasks, inner_loss=inner_loss,
-                          inner_steps=inner_steps, inner_lr=inner_lr, inner_optimizer=inner_optimizer,
-                          inner_momentum=inner_momentum, lam=lam, outer_lr=outer_lr,
-                          first_order=meta_gradient == "first-order", implicit=meta_gradient == "implicit",
-                          batch_size=batch_size, device=device, seed=seed, checkpoint=checkpoint, progress=progress)
+    inner = InnerLoop(steps=inner_steps, lr=inner_lr, optimizer=inner_optimizer, lam=lam,
+                      first_order=meta_gradient == "first-order", implicit=meta_gradient == "implicit",
+                      optimizer_kwargs=momentum_kwargs(inner_optimizer, inner_momentum))
+    trainer = MetaTrainer(MetaPDNet(depth=depth, channels=channels), tasks, inner=inner, inner_loss=inner_loss,
+                          outer_lr=outer_lr, batch_size=batch_size, device=device, seed=seed, checkpoint=checkpoint,
+                          progress=progress)
     print(f"meta-training MetaPDNet(depth={depth}, channels={channels}) on {len(tasks[0].train_data)} patches "
           f"{patch_size}x{patch_size} ({len(tasks[0].test_data)} held out), tasks: {', '.join(t.name for t in tasks)}; "
           f"{inner_loss} inner loss | device {device}")
@@ -118,9 +178,10 @@ def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_
 
 
 def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, images=None, size: int = 64,
-                 patches: int = 32, loss: str = "unsupervised", transform: str = "shift", steps: int = 50,
+                 patches: int = 32, loss: str = "equivariant", transform: str = "shift", steps: int = 50,
                  lr: float = 1e-3, lam: float = 0.0, optimizer: str = "adam", momentum: float = 0.0, batch_size=None,
-                 color: bool = False, device=None, seed: int = 0, progress: bool = True, **physics_params):
+                 color: bool = False, device=None, seed: int = 0, progress: bool = True, force: bool = False,
+                 **physics_params):
     """Fine-tune a saved model on ``patches`` patches (``size`` × ``size``) measured by an unseen operator.
 
     The operator (``physics`` and its parameters, see :func:`~deepinv_meta.physics.build_physics`) is
@@ -132,7 +193,8 @@ def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, im
         raise ValueError(f"--transform {transform} only applies to --loss equivariant (got --loss {loss}).")
     device = torch.device(device) if device else default_device()
     spec = physics_spec(physics, noise=noise, seed=seed, color=color, **physics_params)
-    model, metadata = load(model_path, return_metadata=True)
+    check_output(out, MODEL, inputs=[model_path], force=force)
+    model, metadata = load_model(model_path, return_metadata=True)
     model = model.to(device)
     x = extract_patches(load_images(images, EMBEDDED_TRAIN, color), size)
     x = as_physics_images(spec, evenly_spaced(x, patches)).to(device)
@@ -144,9 +206,9 @@ def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, im
     objective = loss
     if loss == "equivariant":
         objective = equivariant_objective(transform, torch.Generator(device).manual_seed(seed + 1))
-    adapted, losses = finetune(model, operator, y, x=x if loss == "supervised" else None, steps=steps, loss=objective,
-                               lr=lr, lam=lam, optimizer=optimizer, momentum=momentum, batch_size=batch_size, seed=seed,
-                               progress=progress, return_losses=True)
+    inner = InnerLoop(steps=steps, lr=lr, optimizer=optimizer, lam=lam, optimizer_kwargs=momentum_kwargs(optimizer, momentum))
+    adapted, losses = finetune(model, operator, y, x=x if loss == "supervised" else None, inner=inner, loss=objective,
+                               batch_size=batch_size, seed=seed, progress=progress, return_losses=True)
     save(adapted, out, physics=spec, finetune={"from": str(model_path), "loss": loss, "steps": steps, "lr": lr,
                                                "lam": lam, "optimizer": optimizer, "momentum": momentum,
                                                "patches": len(x), "size": size,
@@ -159,7 +221,8 @@ def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, im
 
 def run_evaluate(model_paths, *, physics: str | None = None, noise: float = 0.0, images=None, size: int = 128,
                  baselines_to_tune=(), denoiser=None, tune_images=None, tune_patches: int = 8, color: bool = False,
-                 device=None, seed: int = 0, json_out=None, figure=None, **physics_params) -> list[dict]:
+                 device=None, seed: int = 0, json_out=None, figure=None, force: bool = False,
+                 **physics_params) -> list[dict]:
     """PSNR (mean ± std over the test images, centre-cropped to ``size``) of each saved model.
 
     The operator is ``physics`` (with ``noise`` and its parameters) or, if ``None``, the one stored
@@ -174,8 +237,12 @@ def run_evaluate(model_paths, *, physics: str | None = None, noise: float = 0.0,
     model_paths = [Path(p) for p in model_paths]
     if not model_paths:
         raise ValueError("give at least one model file to evaluate.")
+    if json_out is not None:
+        check_output(json_out, "JSON", inputs=model_paths, force=force, option="--json")
+    if figure is not None:
+        check_output(figure, "PNG image", inputs=model_paths, force=force, option="--figure")
     device = torch.device(device) if device else default_device()
-    loaded = [load(path, return_metadata=True) for path in model_paths]
+    loaded = [load_model(path, return_metadata=True) for path in model_paths]
     stored = {json.dumps(meta["physics"], sort_keys=True) for _, meta in loaded if "physics" in meta}
     if physics is not None:
         spec = physics_spec(physics, noise=noise, seed=seed, color=color, **physics_params)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import tempfile
 import warnings
 from pathlib import Path
@@ -30,11 +31,23 @@ def atomic_save(obj, path: str | os.PathLike) -> Path:
 
 
 def safe_load(path: str | os.PathLike, map_location="cpu"):
-    """``torch.load(..., weights_only=True)`` with a clear error when the file is missing."""
+    """``torch.load(..., weights_only=True)`` with one clear error for a missing, empty, truncated, foreign or
+    unsafe file (a pickle that would run code is refused, never executed)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file.")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist.")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (a write that did not finish?); it is not a checkpoint.")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path} is not a safe checkpoint: it holds objects a weights-only load refuses "
+                         f"({str(error).splitlines()[0][:120]}). deepinv-meta never loads such files.") from None
+    except (RuntimeError, EOFError, OSError, KeyError, AttributeError, ValueError) as error:
+        raise ValueError(f"{path} cannot be read as a torch checkpoint (truncated or not a checkpoint): "
+                         f"{type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}") from None
 
 
 def model_classes() -> dict:
@@ -57,9 +70,40 @@ def save(model: torch.nn.Module, path: str | os.PathLike, **metadata) -> Path:
     >>> load(path).depth
     2
     """
+    check_plain(metadata)
     payload = payload_of(model)
     payload["metadata"] = metadata
+    payload["sha256"] = weights_checksum(payload["state_dict"])
     return atomic_save(payload, path)
+
+
+def weights_checksum(state_dict: dict) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and bytes (stored by :func:`save`, verified by :func:`load`)."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tuple(state_dict[name].shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_plain(value, where: str = "metadata") -> None:
+    """Refuse values that a ``weights_only=True`` load could not read back (plain numbers, strings, lists,
+    tuples, dicts with string keys, ``None`` and tensors only)."""
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where} has a non-string key {key!r}; use string keys.")
+            check_plain(item, f"{where}[{key!r}]")
+        return
+    raise TypeError(f"{where} is a {type(value).__name__}, which a safe (weights_only) load cannot read back; "
+                    "store plain numbers, strings, lists or dicts.")
 
 
 def payload_of(model: torch.nn.Module) -> dict:
@@ -76,6 +120,12 @@ def load(path: str | os.PathLike, map_location="cpu", return_metadata: bool = Fa
     :param bool return_metadata: also return the keyword metadata given to :func:`save` (``{}`` if none).
     """
     payload = safe_load(path, map_location)
+    if not isinstance(payload, dict) or not ({"class", "state_dict"} <= set(payload) or "model_class" in payload):
+        raise ValueError(f"{path} is not a deepinv-meta model or trainer checkpoint (it holds a "
+                         f"{type(payload).__name__}); save models with deepinv_meta.save.")
+    if "sha256" in payload and weights_checksum(payload["state_dict"]) != payload["sha256"]:
+        raise ValueError(f"{path}: the weights do not match the checksum saved with them: the file is damaged. "
+                         "Restore it from a copy or retrain.")
     metadata = payload.get("metadata", {})
     if "model_class" in payload:  # a MetaTrainer checkpoint
         payload = {"class": payload["model_class"], "config": payload["model_config"], "state_dict": payload["model"]}

@@ -79,7 +79,7 @@ def test_train_finetune_evaluate_workflow(tmp_path, capsys):
                  "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.5"]) == 0
     tuned, metadata = load(adapted, return_metadata=True)
     assert metadata["physics"] == {"name": "sr", "params": {"factor": 2}, "noise": 0.0, "seed": 0, "channels": 1}
-    assert metadata["finetune"]["loss"] == "unsupervised" and metadata["outer_steps"] == 3
+    assert metadata["finetune"]["loss"] == "equivariant" and metadata["outer_steps"] == 3  # the default loss
     assert (metadata["finetune"]["optimizer"], metadata["finetune"]["momentum"]) == ("sgd", 0.5)
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), tuned.state_dict().values()))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), load(meta).state_dict().values()))
@@ -141,14 +141,14 @@ def test_workflow_errors_name_the_fix(tmp_path, capsys):
     assert main(["finetune", str(meta), "--out", str(tmp_path / "x.pt"), "--physics", "mri", "--factor", "2"]) == 2
     assert "not ['factor']" in capsys.readouterr().err
     assert main(["finetune", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt"), "--physics", "sr"]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "neither a file nor a zoo name" in capsys.readouterr().err
     assert main(["evaluate", str(meta), "--physics", "sr", "--size", "4096", "--device", "cpu"]) == 2
     assert "smaller --size" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "m.pt"), "--meta-gradient", "implicit", "--steps", "1"]) == 2
     assert "lam > 0" in capsys.readouterr().err
     assert main(["finetune", str(meta), "--out", str(tmp_path / "x.pt"), "--physics", "mri", "--color"]) == 2
     assert "drop --color" in capsys.readouterr().err
-    assert main(["finetune", str(meta), "--out", str(tmp_path / "x.pt"), "--physics", "sr",
+    assert main(["finetune", str(meta), "--out", str(tmp_path / "x.pt"), "--physics", "sr", "--loss", "unsupervised",
                  "--transform", "rotate"]) == 2
     assert "only applies to --loss equivariant" in capsys.readouterr().err
     assert main(["finetune", str(meta), "--out", str(tmp_path / "x.pt"), "--physics", "sr", "--momentum", "0.5"]) == 2

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..io import atomic_save, safe_load
+from ..io import FileLock, atomic_save, remove_stale_temporaries, safe_load
 from ..losses import check_loss_name, data_loss, loss_label, outer_loss_function, supervised_loss
 from .inner import InnerLoop, NonFiniteLossError, check_finite, momentum_kwargs
 
@@ -159,6 +159,11 @@ class MetaTrainer:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         if not outer_lr > 0:
             raise ValueError(f"outer_lr must be > 0, got {outer_lr!r}.")
+        if grad_clip is not None and not grad_clip > 0:  # a negative bound would flip the meta-gradient
+            raise ValueError(f"grad_clip must be > 0 or None (no clipping), got {grad_clip!r}.")
+        for name, value in (("checkpoint_every", checkpoint_every), ("max_skipped", max_skipped)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device)
         self.tasks = [task.to(self.device) for task in tasks]
@@ -382,6 +387,13 @@ class MetaTrainer:
         """
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be an integer >= 0, got {steps!r}.")
+        if self.checkpoint is None or self.rank != 0:
+            return self._train(steps, max_time)
+        with FileLock(self.checkpoint):  # one trainer per checkpoint file; a second one is refused
+            remove_stale_temporaries(self.checkpoint)  # a killed writer's leftovers (the lock is ours)
+            return self._train(steps, max_time)
+
+    def _train(self, steps: int, max_time: float | None) -> list[dict]:
         start = time.perf_counter()
         bar = tqdm(total=steps, initial=min(self.step, steps), desc="meta-training",
                    disable=not self.progress or self.rank != 0)

@@ -183,6 +183,11 @@ class MetaPDNet(FromPretrained, dinv.models.Reconstructor):
         for name, value in (("depth", depth), ("channels", channels), ("in_channels", in_channels)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"MetaPDNet {name} must be a positive integer, got {value!r}.")
+        for name, value in (("gamma", gamma), ("init_std", init_std)):
+            if not value > 0:
+                raise ValueError(f"MetaPDNet {name} must be > 0, got {value!r}.")
+        if tau is not None and not tau > 0:
+            raise ValueError(f"MetaPDNet tau (primal step) must be > 0 or None (1 / max(||A^T A||, 1)), got {tau!r}.")
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd (same-size convolutions), got {kernel_size}.")
         self.config = dict(
