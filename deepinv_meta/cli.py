@@ -259,14 +259,14 @@ def run_workflow(args) -> int:
             meta_gradient=args.meta_gradient, outer_lr=args.outer_lr, batch_size=args.batch_size,
             depth=args.depth, channels=args.channels, steps=args.steps, minutes=args.minutes,
             checkpoint=args.checkpoint, color=args.color, device=args.device, seed=args.seed,
-            progress=sys.stderr.isatty(), force=args.force)
+            progress=True, force=args.force)
     elif args.command == "finetune":
         commands.run_finetune(
             args.model, args.out, physics=args.physics, noise=args.noise, images=args.images, size=args.size,
             patches=args.patches, loss=args.loss, transform=args.transform, steps=args.steps, lr=args.lr, lam=args.lam,
             optimizer=args.optimizer, momentum=args.momentum,
             batch_size=args.batch_size, color=args.color, device=args.device, seed=args.seed,
-            progress=sys.stderr.isatty(), force=args.force, **physics_options(args))
+            progress=True, force=args.force, **physics_options(args))
     else:
         commands.run_evaluate(args.models, physics=args.physics, noise=args.noise, images=args.images,
                               size=args.size, baselines_to_tune=args.baselines, denoiser=args.denoiser,

@@ -42,7 +42,7 @@ def _meta_model(train_minutes: float | None, device, seed: int):
     tasks = meta_prior_tasks(embedded_images(EMBEDDED_TRAIN), patch_size=32, seed=seed)
     trainer = MetaTrainer(MetaPDNet(depth=10, channels=16), tasks, inner=InnerLoop(steps=1, lr=1e-3),
                           inner_loss="unsupervised", outer_lr=5e-3, batch_size=4, device=device, seed=seed,
-                          progress=sys.stderr.isatty())
+                          progress=True)
     start = time.perf_counter()
     trainer.train(steps=10**9, max_time=60 * train_minutes)
     print(f"meta-model: MetaPDNet(depth=10, channels=16) meta-trained here, {trainer.step} outer steps in "
@@ -90,16 +90,15 @@ def run_demo(*, train_minutes: float | None = None, steps: int = 30, size: int =
         add("DPIR, FFDNet (tuned on other images)", build(**params), **params)
     add("meta-model, no adaptation", meta)
     inner = InnerLoop(steps=steps, lr=1e-3)
-    progress = sys.stderr.isatty()
     add(f"meta-model + {steps} equivariant steps (no GT)",
-        finetune(meta, physics, y, inner=inner, loss="equivariant", progress=progress))
+        finetune(meta, physics, y, inner=inner, loss="equivariant", progress=True))
     if paper_loss:  # measurement consistency alone: drifts on SR (the equivariant term fixes that)
         add(f"meta-model + {steps} unsupervised steps (paper's loss)",
-            finetune(meta, physics, y, inner=inner, loss="unsupervised", progress=progress))
+            finetune(meta, physics, y, inner=inner, loss="unsupervised", progress=True))
     torch.manual_seed(seed + 1)
     scratch = type(meta)(**meta.config).to(device)
     add(f"random init + {steps} equivariant steps (no GT)",
-        finetune(scratch, physics, y, inner=inner, loss="equivariant", progress=progress))
+        finetune(scratch, physics, y, inner=inner, loss="equivariant", progress=True))
 
     print(f"\n| {'method':52s} | PSNR (dB)     |\n|{'-' * 54}|{'-' * 15}|")
     for row in rows:

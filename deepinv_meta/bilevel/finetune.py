@@ -7,9 +7,9 @@ import warnings
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..losses import check_loss_name, data_loss, loss_label
+from ..progress import Progress
 from .inner import InnerLoop, momentum_kwargs
 
 
@@ -83,7 +83,7 @@ def finetune(
         rotations, :func:`~deepinv_meta.losses.data_loss`).
     :param int batch_size: if set, each step uses a random mini-batch of that size.
     :param int seed: seed of the mini-batch sampling.
-    :param bool progress: show a progress bar.
+    :param bool progress: show progress (a bar on a terminal, a line a minute otherwise).
     :param bool return_losses: also return the list of inner losses.
     :param Callable on_step: called as ``on_step(k, current)`` after step ``k`` (1-based), where
         ``current(y, physics)`` reconstructs with the weights reached so far (fine-tuning curves in
@@ -125,11 +125,10 @@ def finetune(
             yb, xb = y[idx], None if x is None else x[idx]
         return data_loss(loss, fmodel(yb, physics), yb, physics, xb, model=fmodel, rng=shifts)
 
-    bar = tqdm(total=steps, desc=f"fine-tuning ({loss_label(loss)})", disable=not progress, leave=False)
+    bar = Progress(f"fine-tuning ({loss_label(loss)})", steps, enabled=progress)
 
     def after_step(k, value):
-        bar.update(1)
-        bar.set_postfix(loss=f"{value:.3e}")
+        bar.step(k + 1, value)
         if on_step is not None:
             on_step(k + 1, current["model"])
 

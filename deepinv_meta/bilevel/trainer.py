@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..io import FileLock, atomic_save, remove_stale_temporaries, safe_load
+from ..progress import Progress
 from ..losses import check_loss_name, data_loss, loss_label, outer_loss_function, supervised_loss
 from .inner import InnerLoop, NonFiniteLossError, check_finite, momentum_kwargs
 
@@ -105,7 +105,7 @@ class MetaTrainer:
         and at the end of :meth:`train`. If the file exists and ``resume`` is true, training resumes
         from it.
     :param float grad_clip: clip the meta-gradient norm to this value (``None``: no clipping).
-    :param bool progress: show a tqdm progress bar.
+    :param bool progress: show progress (a bar on a terminal, a line a minute in a log; :class:`~deepinv_meta.progress.Progress`).
 
     **Several processes** (e.g. one per GPU, launched by ``torchrun``): when ``torch.distributed`` is
     initialised before the trainer is built, every outer step splits the tasks over the processes
@@ -395,14 +395,11 @@ class MetaTrainer:
 
     def _train(self, steps: int, max_time: float | None) -> list[dict]:
         start = time.perf_counter()
-        bar = tqdm(total=steps, initial=min(self.step, steps), desc="meta-training",
-                   disable=not self.progress or self.rank != 0)
+        bar = Progress("meta-training", steps, self.step, max_time, enabled=self.progress and self.rank == 0)
         try:
             while self.step < steps:
                 record = self.outer_step()
-                bar.update(1)
-                if not record["skipped"]:
-                    bar.set_postfix(outer=f"{record['outer_loss']:.3e}")
+                bar.step(self.step, None if record["skipped"] else record["outer_loss"])
                 if self.checkpoint is not None and self.step % self.checkpoint_every == 0:
                     self.save(self.checkpoint)
                 if max_time is not None and time.perf_counter() - start > max_time:
