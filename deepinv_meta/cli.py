@@ -49,7 +49,36 @@ def build_parser() -> argparse.ArgumentParser:
                             "the settings are printed at the start of a run and stored in results.json")
     bench.add_argument("--seed", type=int, default=0)
     add_campaign_parser(commands)
+    add_reconstruct_parser(commands)
     return parser
+
+
+def add_reconstruct_parser(commands) -> None:
+    from .reconstruct import OPERATORS
+
+    rec = commands.add_parser(
+        "reconstruct", help="reconstruct your own measurements (images or .npy k-space), no ground truth needed",
+        description="Adapt a zoo model (or a saved one) to your measurements without ground truth and write the "
+                    "reconstructions (NAME_reconstruction.png, plus .npy for mri) to --out, with the "
+                    "measurement-consistency residual each reached. MetaDIP / Meta-RED models fit each measurement "
+                    "in their forward pass instead.")
+    rec.add_argument("measurements", nargs="+", help="measurement files: images (png/jpg/bmp/tif) or .npy")
+    rec.add_argument("--physics", choices=OPERATORS, required=True, help="the operator that produced them")
+    rec.add_argument("--out", required=True, metavar="DIR", help="folder for the reconstructions")
+    rec.add_argument("--model", default="meta-prior-unsupervised",
+                     help="zoo name or model file (default meta-prior-unsupervised)")
+    rec.add_argument("--factor", type=number(int, 2, name="integer >= 2"), default=2, help="sr: upsampling factor")
+    rec.add_argument("--blur-sigma", type=positive(float), default=1.0, help="blur: Gaussian kernel width (pixels)")
+    rec.add_argument("--mask", default=None, metavar="FILE",
+                     help="inpainting (required) / mri (optional): observed pixels / k-space samples, non-zero = "
+                          "observed (an image or .npy of the measurement's size)")
+    rec.add_argument("--steps", type=STEPS, default=30, help="adaptation steps (default 30)")
+    rec.add_argument("--lr", type=LEARNING_RATE, default=1e-3, help="adaptation learning rate (default 1e-3)")
+    rec.add_argument("--loss", choices=("equivariant", "unsupervised"), default="equivariant",
+                     help="adaptation loss without ground truth (default equivariant)")
+    rec.add_argument("--color", action="store_true", help="RGB images (default grey)")
+    rec.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    rec.add_argument("--force", action="store_true", help="overwrite existing output files of another kind")
 
 
 def add_campaign_parser(commands) -> None:
@@ -242,6 +271,12 @@ def dispatch(args) -> int:
         return run_benchmark(args)
     elif args.command == "campaign":
         return run_campaign_command(args)
+    elif args.command == "reconstruct":
+        from .reconstruct import run_reconstruct
+
+        run_reconstruct(args.measurements, args.out, physics=args.physics, model=args.model, factor=args.factor,
+                        blur_sigma=args.blur_sigma, mask=args.mask, steps=args.steps, lr=args.lr, loss=args.loss,
+                        color=args.color, device=args.device, force=args.force)
     else:
         return run_workflow(args)
     return 0
