@@ -194,3 +194,28 @@ def test_bad_deepinv_losses_are_refused_with_the_fix():
         finetune(model, physics, y, loss=[])
     with pytest.raises(ValueError, match="SupLoss needs ground truth"):
         finetune(model, physics, y, loss=dinv.loss.SupLoss())
+
+
+def test_the_keywords_of_earlier_versions_build_the_same_inner_loop_with_a_warning():
+    import pytest
+
+    from deepinv_meta import InnerLoop, MetaPDNet, MetaTrainer, finetune
+    from deepinv_meta.tasks import meta_prior_tasks
+
+    physics = dinv.physics.Inpainting(img_size=(1, 8, 8), mask=0.5)
+    y = physics(torch.rand(2, 1, 8, 8))
+    model = MetaPDNet(depth=2, channels=4)
+    new = finetune(model, physics, y, inner=InnerLoop(steps=3, lr=0.01, optimizer="sgd",
+                                                      optimizer_kwargs={"momentum": 0.5}))
+    with pytest.warns(DeprecationWarning, match="inner=InnerLoop"):
+        old = finetune(model, physics, y, steps=3, lr=0.01, optimizer="sgd", momentum=0.5)
+    for a, b in zip(new.parameters(), old.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="pass one or the other"):
+        finetune(model, physics, y, inner=InnerLoop(steps=1), lr=0.1)
+    tasks = meta_prior_tasks(torch.rand(6, 1, 12, 12))
+    with pytest.warns(DeprecationWarning):
+        trainer = MetaTrainer(model, tasks, inner_steps=2, inner_optimizer="sgd", inner_momentum=0.3, progress=False)
+    assert (trainer.inner.steps, trainer.inner.optimizer, trainer.inner.optimizer_kwargs) == (2, "sgd", {"momentum": 0.3})
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        MetaTrainer(model, tasks, inner_stepz=2)

@@ -10,33 +10,11 @@ from torch import nn
 
 from ..losses import check_loss_name, data_loss, loss_label
 from ..progress import Progress
-from .inner import InnerLoop, momentum_kwargs
+from .inner import InnerLoop, legacy_inner_loop
 
 
-LEGACY_SETTINGS = {"lr": 1e-3, "optimizer": "adam", "momentum": 0.0, "lam": 0.0}
-
-
-def _inner_from(inner: InnerLoop | None, legacy: dict) -> InnerLoop:
-    """``inner``, or the inner loop the keywords of earlier versions describe (deprecated)."""
-    if "inner_loop" in legacy:  # the earlier name of `inner`
-        if inner is not None:
-            raise ValueError("finetune got inner= and inner_loop=: pass inner= only.")
-        inner = legacy.pop("inner_loop")
-        warnings.warn("finetune(inner_loop=...) is deprecated: use inner=.", DeprecationWarning, stacklevel=3)
-    unknown = sorted(set(legacy) - set(LEGACY_SETTINGS))
-    if unknown:
-        raise TypeError(f"finetune got unexpected keyword arguments {unknown}.")
-    if inner is not None:
-        if legacy:
-            raise ValueError(f"finetune got inner= and {sorted(legacy)}: the inner loop brings its own settings; "
-                             "pass one or the other.")
-        return inner
-    if legacy:
-        warnings.warn(f"finetune({', '.join(sorted(legacy))}=...) is deprecated: pass inner=InnerLoop(...).",
-                      DeprecationWarning, stacklevel=3)
-    settings = dict(LEGACY_SETTINGS, **legacy)
-    return InnerLoop(steps=50, lr=settings["lr"], optimizer=settings["optimizer"], lam=settings["lam"],
-                     optimizer_kwargs=momentum_kwargs(settings["optimizer"], settings["momentum"]))
+# the keywords finetune took before `inner=` -> (InnerLoop argument, default)
+LEGACY_SETTINGS = {"lr": ("lr", 1e-3), "optimizer": ("optimizer", "adam"), "lam": ("lam", 0.0)}
 
 
 def finetune(
@@ -108,7 +86,12 @@ def finetune(
         raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}; they must match.")
     if batch_size is not None and not 0 < batch_size:
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
-    inner = _inner_from(inner, legacy)
+    if "inner_loop" in legacy:  # the earlier name of `inner`
+        if inner is not None:
+            raise ValueError("finetune got inner= and inner_loop=: pass inner= only.")
+        inner = legacy.pop("inner_loop")
+        warnings.warn("finetune(inner_loop=...) is deprecated: use inner=.", DeprecationWarning, stacklevel=2)
+    inner = legacy_inner_loop("finetune", inner, legacy, LEGACY_SETTINGS, "momentum", steps=50)
     steps = inner.steps if steps is None else steps
     adapted = copy.deepcopy(model)
     rng = torch.Generator().manual_seed(seed)

@@ -28,6 +28,7 @@ functional model that evaluates :math:`f_\phi`. Three gradient modes:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -373,3 +374,25 @@ class _ImplicitMetaGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         return (None, None, *ctx.solve(grads))
+
+
+def legacy_inner_loop(caller: str, inner: "InnerLoop | None", legacy: dict, names: dict, momentum: str,
+                      steps: int) -> "InnerLoop":
+    """``inner``, or the :class:`InnerLoop` that the keywords of earlier versions describe (with a
+    ``DeprecationWarning``): ``names`` maps each such keyword to ``(InnerLoop argument, default)``, ``momentum``
+    names the keyword of the heavy-ball momentum, ``steps`` is the default number of steps."""
+    unknown = sorted(set(legacy) - set(names) - {momentum})
+    if unknown:
+        raise TypeError(f"{caller} got unexpected keyword arguments {unknown}.")
+    if inner is not None:
+        if legacy:
+            raise ValueError(f"{caller} got inner= and {sorted(legacy)}: the InnerLoop carries those settings; "
+                             "pass one or the other.")
+        return inner
+    if legacy:
+        warnings.warn(f"{caller}({', '.join(sorted(legacy))}=...) is deprecated: pass inner=InnerLoop(...).",
+                      DeprecationWarning, stacklevel=3)
+    kwargs = {"steps": steps, **{name: legacy.get(key, default) for key, (name, default) in names.items()}}
+    kwargs["optimizer_kwargs"] = momentum_kwargs(kwargs.get("optimizer", "adam"), legacy.get(momentum, 0.0))
+    return InnerLoop(**kwargs)
+

@@ -13,7 +13,6 @@ import copy
 import logging
 import math
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ from torch import nn
 from ..io import FileLock, atomic_save, remove_stale_temporaries, safe_load
 from ..progress import Progress
 from ..losses import check_loss_name, data_loss, loss_label, outer_loss_function, supervised_loss
-from .inner import InnerLoop, NonFiniteLossError, check_finite, momentum_kwargs
+from .inner import InnerLoop, NonFiniteLossError, check_finite, legacy_inner_loop
 
 logger = logging.getLogger("deepinv_meta")
 
@@ -45,24 +44,6 @@ def process_group() -> tuple[int, int]:
 LEGACY_INNER_SETTINGS = {"inner_steps": ("steps", 1), "inner_lr": ("lr", 1e-3), "inner_optimizer": ("optimizer", "adam"),
                          "lam": ("lam", 0.0), "first_order": ("first_order", False), "implicit": ("implicit", False),
                          "cg_steps": ("cg_steps", 10), "learn_inner_lr": ("learn_lr", False)}
-
-
-def inner_loop_from(inner: InnerLoop | None, legacy: dict) -> InnerLoop:
-    """``inner``, or one built from the deprecated keywords of :data:`LEGACY_INNER_SETTINGS` (and ``inner_momentum``)."""
-    unknown = sorted(set(legacy) - set(LEGACY_INNER_SETTINGS) - {"inner_momentum"})
-    if unknown:
-        raise TypeError(f"MetaTrainer got unexpected keyword arguments {unknown}.")
-    if inner is not None:
-        if legacy:
-            raise ValueError(f"MetaTrainer got inner= and {sorted(legacy)}: the InnerLoop carries those settings; "
-                             "pass one or the other.")
-        return inner
-    if legacy:
-        warnings.warn(f"MetaTrainer({', '.join(sorted(legacy))}=...) is deprecated: pass inner=InnerLoop(...).",
-                      DeprecationWarning, stacklevel=3)
-    kwargs = {name: legacy.get(key, default) for key, (name, default) in LEGACY_INNER_SETTINGS.items()}
-    kwargs["optimizer_kwargs"] = momentum_kwargs(kwargs["optimizer"], legacy.get("inner_momentum", 0.0))
-    return InnerLoop(**kwargs)
 
 
 class MetaTrainer:
@@ -167,7 +148,8 @@ class MetaTrainer:
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device)
         self.tasks = [task.to(self.device) for task in tasks]
-        self.inner = inner_loop_from(inner, inner_settings).to(self.device)
+        self.inner = legacy_inner_loop("MetaTrainer", inner, inner_settings, LEGACY_INNER_SETTINGS, "inner_momentum",
+                                       steps=1).to(self.device)
         self.outer_loss = outer_loss
         self._outer_loss_fn = outer_loss_function(outer_loss)
         # only trainable weights (e.g. a frozen denoiser inside a model is not meta-learned)
