@@ -37,7 +37,7 @@ from ..models import MetaPDNet
 from ..physics import build_physics
 from ..tasks import fourier_sampling_task, meta_prior_tasks
 from ..weights import load_denoiser
-from .report import machine, markdown_table, train_for, write_results, write_table
+from .report import log, machine, markdown_table, train_for, write_results, write_table
 from .settings import configure, per_model
 
 FULL = dict(
@@ -84,10 +84,6 @@ QUICK = dict(
 )
 
 TASK_LABELS = {"SR x2": "SR x2 (Set3C)", "MRI x4": "MRI x4 (knee P6-P10)"}
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 def load_data(root: Path, cfg: dict, device) -> dict:

@@ -41,7 +41,7 @@ from ..data import center_crop, load_image_folder
 from ..models import GradientDescent, MetaRED, MetaSIREN, REDFixedPoint
 from ..tasks import Task
 from ..weights import load_denoiser
-from .report import machine, markdown_table, train_for, write_results, write_table
+from .report import log, machine, markdown_table, train_for, write_results, write_table
 from .settings import configure
 
 # `--set "tables=['3']"` reruns some tables only (Table 4 still tunes the RED step of Table 3's RED (12 it.))
@@ -72,10 +72,6 @@ QUICK = dict(
     train_minutes=0.3, meta_steps=[2, 5], observed=[500], red_gamma=[2.0], hqs_stepsize=[2.0],
     converged_iterations=40, tune_faces=2, unet_scales=2, validate_every=0.1,
 )
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 def load_faces(root: Path, device) -> torch.Tensor:

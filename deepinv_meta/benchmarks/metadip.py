@@ -40,7 +40,7 @@ from ..models import MetaDIP, MetaSIREN
 from ..physics import to_physics_input
 from ..tasks import Task
 from ..weights import load_denoiser
-from .report import machine, markdown_table, train_for, write_results, write_table
+from .report import log, machine, markdown_table, train_for, write_results, write_table
 from .settings import configure, per_model
 
 # The full run is 32x32 on a CPU (speed-up >= 18.4x). At 64x64 an outer lr of 1e-4 (1e-3 blew up at step 130 in
@@ -77,10 +77,6 @@ QUICK = dict(
     test_faces=2, test_patches=2, cs_ratios=[1 / 4], pr_ratios=[1 / 4], dip_iterations=[50, 300],
     pnp_sigma=[0.05, 0.1], pnp_gamma=[1.0], pnp_iterations=[10], curve_steps=100,
 )
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor:

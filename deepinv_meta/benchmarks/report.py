@@ -13,6 +13,11 @@ import torch
 from ..bilevel import NonFiniteLossError
 
 
+def log(message: str) -> None:
+    """One line of a benchmark's log, flushed at once (runs are long and often redirected to a file)."""
+    print(message, flush=True)
+
+
 def machine(device) -> str:
     """One line naming the hardware and software a benchmark ran on."""
     device = torch.device(device)

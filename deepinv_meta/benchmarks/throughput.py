@@ -258,7 +258,7 @@ def _extract_commit(commit: str, folder: Path) -> Path | None:
 
 
 def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, settings: dict | None = None) -> dict:
-    from .report import machine, write_results
+    from .report import log, machine, write_results
     from .settings import configure
 
     cfg = configure(QUICK if quick else FULL, settings)
@@ -273,21 +273,21 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
     import torch
 
     torch.set_num_threads(threads)
-    print(f"Throughput benchmark | {machine(device)} | config {cfg}", flush=True)
+    log(f"Throughput benchmark | {machine(device)} | config {cfg}")
     with tempfile.TemporaryDirectory() as tmp:
         reference = _extract_commit(cfg["reference"], Path(tmp)) if cfg["reference"] else None
         if cfg["reference"] and reference is None:
-            print(f"  reference {cfg['reference']!r} not available (not a git checkout?): current code only", flush=True)
+            log(f"  reference {cfg['reference']!r} not available (not a git checkout?): current code only")
         peak = _in_process(current, device, threads, repeats, "peak")
-        print(f"  peak: matmul {peak.get('matmul_gflops', float('nan')):.1f} GFLOP/s, "
-              f"conv {peak.get('conv_gflops', float('nan')):.1f} GFLOP/s", flush=True)
+        log(f"  peak: matmul {peak.get('matmul_gflops', float('nan')):.1f} GFLOP/s, "
+              f"conv {peak.get('conv_gflops', float('nan')):.1f} GFLOP/s")
         rows = []
         for name in names:
             row = {"case": name, "now": _in_process(current, device, threads, repeats, name)}
             if reference is not None:
                 row["reference"] = _in_process(reference, device, threads, repeats, name)
             rows.append(row)
-            print("  " + format_row(row, peak), flush=True)
+            log("  " + format_row(row, peak))
     result = {"benchmark": "throughput", "quick": quick, "device": machine(device), "config": cfg, "settings": settings or {},
               "wall_time_s": time.perf_counter() - started, "peak": peak, "rows": rows}
     if out is not None:

@@ -54,7 +54,7 @@ from ..models.variational import (FSGD, AutoEncoderPrior, FixedPoint, LSTMSolver
                                   VariationalCost, VariationalReconstructor)
 from ..physics import RandomHolesMaskGenerator, TimeSeriesMaskGenerator
 from ..tasks import Task
-from .report import loss_summary, machine, markdown_table, write_results, write_table
+from .report import log, loss_summary, machine, markdown_table, write_results, write_table
 from .settings import configure, per_model
 
 # the rows of Tables 1-2; `--set methods=[...]` and `--set datasets=[...]` rerun some of them only. A row
@@ -101,10 +101,6 @@ QUICK = dict(
     lorenz96=dict(FULL["lorenz96"], steps=3000, train_sequences=256, test_sequences=32),
     lorenz_fsgd_iterations=500, lorenz_tune_samples=8, lorenz_train_minutes=0.4,
 )
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 def selected_methods(cfg: dict) -> set:
