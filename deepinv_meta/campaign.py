@@ -64,6 +64,7 @@ class Setup:
     provenance: dict
     warm_start: Path | None = None
     external: dict = field(default_factory=dict)  # weights not exported (see deepinv_meta.pretrained.export)
+    prepare_export: Callable | None = None  # the zoo's copy of the model, e.g. with the data normalisation set
 
 
 # ------------------------------------------------------------------------------------------ the runs
@@ -149,10 +150,21 @@ def _variational(root: Path, device) -> Setup:
                           lr_scales={"cost.prior.": 0.5}, batch_size=cfg["batch_size"],
                           grad_clip=cfg["grad_clip"]["MNIST"]),
         model=model, tasks=[exp.task], validation_tasks=[held_out],
+        prepare_export=lambda trained: with_normalisation(trained, offset, scale),
         warm_start=Path(__file__).resolve().parent.parent / "benchmarks/results/variational/mnist_50min/mnist_2scnn_lstm.pt",
         provenance={"training_data": f"{len(exp.x_train)} MNIST digits (standardised), 3 holes of 9x9 + noise",
                     "tasks": ["MNIST inpainting"], "normalisation": {"offset": offset, "scale": scale},
                     "validation": "MSE on 256 held-out digits (standardised intensities)"})
+
+
+def with_normalisation(model, offset: float, scale: float):
+    """A copy of a variational model trained on data ``(x - offset) / scale`` that takes and returns images in
+    their own intensities (:class:`~deepinv_meta.models.variational.VariationalReconstructor`)."""
+    import copy
+
+    exported = copy.deepcopy(model)
+    exported.normalisation = (float(offset), float(scale))
+    return exported
 
 
 CAMPAIGNS = {
@@ -221,7 +233,10 @@ class ActiveRun:
                         device=self.device.type, validation_loss=loss,
                         validation_psnr=round(-10 * math.log10(loss), 2) if loss > 0 else None,
                         date=_now(), commit=_commit(), campaign=self.campaign)
-        pretrained.export(self.trainer.model, self.run.zoo_name, metadata=metadata, external=self.setup.external,
+        model = self.trainer.model
+        if self.setup.prepare_export is not None:
+            model = self.setup.prepare_export(model)
+        pretrained.export(model, self.run.zoo_name, metadata=metadata, external=self.setup.external,
                           **({"zoo": self.zoo} if self.zoo is not None else {}))
 
 

@@ -297,3 +297,21 @@ def test_save_and_load_round_trip(tmp_path):
     assert load(save(model, tmp_path / "interpolation.pt")).init == "interpolation"
     with pytest.raises(TypeError, match="has no `config`"):
         save(VariationalReconstructor(VariationalCost(torch.nn.Identity()), FSGD()), tmp_path / "x.pt")
+
+
+def test_a_model_trained_on_standardised_data_takes_and_returns_original_intensities(tmp_path):
+    import deepinv_meta
+    from deepinv_meta.models.variational import LSTMSolver, TwoScaleCNN, VariationalCost, VariationalReconstructor
+
+    torch.manual_seed(0)
+    model = VariationalReconstructor(VariationalCost(TwoScaleCNN(1, hidden=4)), LSTMSolver(1, iterations=2)).eval()
+    offset, scale = 0.13, 0.31
+    physics = dinv.physics.Inpainting((1, 8, 8), mask=0.6)
+    x = torch.rand(2, 1, 8, 8)
+    standardised = model(physics((x - offset) / scale), physics) * scale + offset  # what users had to write
+    model.normalisation = (offset, scale)
+    torch.testing.assert_close(model(physics(x), physics), standardised, rtol=1e-5, atol=1e-5)
+    path = deepinv_meta.save(model, tmp_path / "v.pt")
+    assert deepinv_meta.load(path).normalisation == (offset, scale)
+    with pytest.raises(ValueError, match="scale > 0"):
+        VariationalReconstructor(VariationalCost(TwoScaleCNN(1, hidden=4)), LSTMSolver(1), normalisation=(0.0, 0.0))

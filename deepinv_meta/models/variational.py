@@ -411,6 +411,10 @@ class VariationalReconstructor(FromPretrained, dinv.models.Reconstructor):
     :param torch.nn.Module solver: :class:`FSGD`, :class:`FixedPoint` or :class:`LSTMSolver`.
     :param str init: the solver's starting point, ``"adjoint"`` or ``"interpolation"`` (needs a
         :class:`deepinv.physics.Inpainting` physics).
+    :param tuple normalisation: ``(offset, scale)`` of the data the model was trained on, :math:`z = (x - o)/s`
+        (e.g. standardised MNIST digits). The model then takes measurements of images in their own intensities
+        and returns such images: with a linear :math:`A`, :math:`y_z = (y - A(o\mathbf{1}))/s` is what
+        the solver sees, and :math:`\hat x = s\hat z + o`. Default ``(0, 1)``: none.
 
     :Examples:
 
@@ -426,8 +430,12 @@ class VariationalReconstructor(FromPretrained, dinv.models.Reconstructor):
 
     INITS = ("adjoint", "interpolation")
 
-    def __init__(self, cost: VariationalCost, solver: nn.Module, init: str = "adjoint"):
+    def __init__(self, cost: VariationalCost, solver: nn.Module, init: str = "adjoint", normalisation=(0.0, 1.0)):
         super().__init__()
+        offset, scale = (float(v) for v in normalisation)
+        if not (math.isfinite(offset) and scale > 0 and math.isfinite(scale)):
+            raise ValueError(f"normalisation must be (offset, scale) with a finite offset and scale > 0, got {normalisation!r}.")
+        self.normalisation = (offset, scale)
         if not isinstance(cost, VariationalCost):
             raise TypeError(f"cost must be a VariationalCost, got {type(cost).__name__}.")
         if init not in self.INITS:
@@ -453,13 +461,17 @@ class VariationalReconstructor(FromPretrained, dinv.models.Reconstructor):
             "solver": [type(self.solver).__name__, self.solver.config],
             "lambda_data": lam[0], "lambda_prior": lam[1], "learn_weights": self.cost.learn_weights,
             "init": self.init,
+            # only when set: configs (and checkpoints) of models without one stay as they were
+            **({"normalisation": list(self.normalisation)} if self.normalisation != (0.0, 1.0) else {}),
         }
 
     @classmethod
-    def from_config(cls, prior, solver, lambda_data, lambda_prior, learn_weights, init="adjoint") -> "VariationalReconstructor":
+    def from_config(cls, prior, solver, lambda_data, lambda_prior, learn_weights, init="adjoint",
+                    normalisation=(0.0, 1.0)) -> "VariationalReconstructor":
         """Rebuild from :attr:`config` (weights are then loaded from the state dict)."""
         build = lambda spec: COMPONENTS[spec[0]](**spec[1])  # noqa: E731
-        return cls(VariationalCost(build(prior), lambda_data, lambda_prior, learn_weights), build(solver), init)
+        return cls(VariationalCost(build(prior), lambda_data, lambda_prior, learn_weights), build(solver), init,
+                   normalisation)
 
     def starting_point(self, y: torch.Tensor, physics) -> torch.Tensor:
         """:math:`x_0`: :math:`A^\\top y`, or the observations interpolated in time."""
@@ -475,8 +487,15 @@ class VariationalReconstructor(FromPretrained, dinv.models.Reconstructor):
         if not isinstance(physics, dinv.physics.Physics):
             raise TypeError(f"physics must be a deepinv.physics.Physics, got {type(physics).__name__}.")
         track = self.training and torch.is_grad_enabled()
+        offset, scale = self.normalisation
+        normalised = (offset, scale) != (0.0, 1.0)
+        if normalised:  # into the units of the training data
+            with torch.no_grad():
+                y = (y - physics.A(torch.full_like(physics.A_adjoint(y), offset))) / scale
         x = self.solver(self.cost, y, physics, self.starting_point(y, physics), callback=callback, track=track)
         check_finite(x, f"output of {type(self.solver).__name__}")
+        if normalised:
+            x = x * scale + offset
         return x if track else x.detach()
 
 
