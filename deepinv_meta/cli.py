@@ -230,6 +230,11 @@ def add_evaluate_parser(commands) -> None:
     evaluate.add_argument("--denoiser", default=None, metavar="PATH|drunet",
                           help="dpir's denoiser: DnCNN/FFDNet weights or 'drunet' (downloads); "
                                "default: weights/ipol_ffdnet/net_gray.pth under $DEEPINV_META_DATA")
+    evaluate.add_argument("--grid", dest="grids", action="append", default=[], metavar="NAME.PARAM=V1,V2,...",
+                          help="replace one baseline grid (repeatable), e.g. --grid tgv.ths=0.001,0.003,0.01")
+    evaluate.add_argument("--retune", action="store_true",
+                          help="grid-search again instead of reusing the parameters cached for the same operator, "
+                               "grid, denoiser and tuning images (~/.cache/deepinv_meta)")
     evaluate.add_argument("--json", default=None, metavar="FILE", help="also write the table as JSON")
     evaluate.add_argument("--figure", default=None, metavar="FILE.png",
                           help="also draw every method's reconstruction of the first test image")
@@ -303,12 +308,29 @@ def run_workflow(args) -> int:
             batch_size=args.batch_size, color=args.color, device=args.device, seed=args.seed,
             progress=True, force=args.force, **physics_options(args))
     else:
+        tuning = commands.BaselineTuning(names=tuple(args.baselines), denoiser=args.denoiser, images=args.tune_images,
+                                         grids=parse_grids(args.grids), cache=not args.retune)
         commands.run_evaluate(args.models, physics=args.physics, noise=args.noise, images=args.images,
-                              size=args.size, baselines_to_tune=args.baselines, denoiser=args.denoiser,
-                              tune_images=args.tune_images, color=args.color, device=args.device, seed=args.seed,
+                              size=args.size, tuning=tuning, color=args.color, device=args.device, seed=args.seed,
                               json_out=args.json, figure=args.figure, force=args.force,
                               **physics_options(args))
     return 0
+
+
+def parse_grids(texts) -> dict:
+    """``["tgv.ths=0.001,0.003"]`` -> ``{"tgv": {"ths": [0.001, 0.003]}}``."""
+    grids = {}
+    for text in texts:
+        name, _, values = text.partition("=")
+        baseline, _, parameter = name.partition(".")
+        try:
+            numbers = [float(v) if "." in v or "e" in v.lower() else int(v) for v in values.split(",") if v]
+        except ValueError:
+            numbers = []
+        if not (baseline and parameter and numbers):
+            raise ValueError(f"--grid {text!r}: use NAME.PARAM=V1,V2,... with numbers, e.g. --grid tgv.ths=0.001,0.003.")
+        grids.setdefault(baseline, {})[parameter] = numbers
+    return grids
 
 
 def run_benchmark(args) -> int:

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import deepinv as dinv
@@ -33,7 +34,7 @@ from .bilevel.inner import momentum_kwargs
 from .bilevel.trainer import default_device
 from .data import (EMBEDDED_TEST, EMBEDDED_TRAIN, as_complex, center_crop, data_root, embedded_images,
                    extract_patches, load_image_folder)
-from .io import load, save
+from .io import load, save, weights_checksum
 from .losses import equivariant_objective
 from .models import MetaPDNet
 from .physics import PHYSICS, build_physics, physics_parameters
@@ -220,18 +221,15 @@ def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, im
 
 
 def run_evaluate(model_paths, *, physics: str | None = None, noise: float = 0.0, images=None, size: int = 128,
-                 baselines_to_tune=(), denoiser=None, tune_images=None, tune_patches: int = 8, color: bool = False,
+                 tuning: "BaselineTuning | None" = None, color: bool = False,
                  device=None, seed: int = 0, json_out=None, figure=None, force: bool = False,
                  **physics_params) -> list[dict]:
     """PSNR (mean ± std over the test images, centre-cropped to ``size``) of each saved model.
 
     The operator is ``physics`` (with ``noise`` and its parameters) or, if ``None``, the one stored
-    with the fine-tuned models by :func:`run_finetune` (they must agree). ``baselines_to_tune`` names
-    deepinv solvers (``"wavelet"``, ``"tv"``, ``"tgv"``, ``"dpir"``; :func:`~deepinv_meta.baselines.baseline_builder`)
-    whose parameters are grid-searched on ``tune_patches`` patches of ``tune_images`` (never on the test
-    images); super-resolution solvers start from bicubic upsampling. ``dpir`` uses ``denoiser`` (a
-    weight file or ``"drunet"``, :func:`~deepinv_meta.weights.load_denoiser`; default: the offline
-    FFDNet under ``$DEEPINV_META_DATA``). Prints a table, writes it to ``json_out`` if given and the
+    with the fine-tuned models by :func:`run_finetune` (they must agree). ``tuning`` (:class:`BaselineTuning`)
+    adds deepinv solvers with their parameters grid-searched on other images than the test ones (cached
+    per operator, grid and tuning images). Prints a table, writes it to ``json_out`` if given and the
     reconstructions of the first test image to the PNG ``figure`` if given, and returns the rows.
     """
     model_paths = [Path(p) for p in model_paths]
@@ -264,7 +262,7 @@ def run_evaluate(model_paths, *, physics: str | None = None, noise: float = 0.0,
     methods = [("adjoint A^T y", baselines.Adjoint())]
     if spec["name"] == "sr":
         methods.append(("bicubic upsampling", baselines.Bicubic(spec["params"]["factor"])))
-    methods += tune_baselines(spec, baselines_to_tune, size, denoiser, tune_images, tune_patches, device)
+    methods += tune_baselines(spec, tuning or BaselineTuning(), size, device)
     methods += [(str(path), model.to(device).eval()) for path, (model, _) in zip(model_paths, loaded)]
     rows = []
     for method, model in methods:
@@ -312,31 +310,90 @@ def save_figure(path, methods, operator, y, x, magnitude: bool) -> None:
     plt.close(fig)
 
 
-def tune_baselines(spec: dict, names, size: int, denoiser, tune_images, patches: int, device) -> list[tuple]:
-    """``(label, reconstructor)`` of each named baseline, grid-searched on patches of the tuning images."""
+@dataclass
+class BaselineTuning:
+    """The deepinv baselines that ``evaluate`` adds, and how their parameters are grid-searched.
+
+    :param tuple names: baselines of :data:`~deepinv_meta.baselines.BASELINE_GRIDS` (wavelet, tv, tgv, dpir).
+    :param str denoiser: dpir's denoiser (weights file or ``"drunet"``); default the offline FFDNet.
+    :param str images: tuning image folder (default: scikit-image's bundled training images), never the test images.
+    :param int patches: tuning patches.
+    :param dict grids: ``{baseline: {parameter: values}}`` replacing grids of :data:`~deepinv_meta.baselines.BASELINE_GRIDS`
+        (``--grid tgv.ths=0.001,0.003``), e.g. to widen one whose best value sat at an edge.
+    :param bool cache: reuse parameters tuned before for the same operator, grid, denoiser and tuning images.
+    """
+
+    names: tuple = ()
+    denoiser: str | None = None
+    images: str | None = None
+    patches: int = 8
+    grids: dict = field(default_factory=dict)
+    cache: bool = True
+
+    def grid(self, name: str) -> dict:
+        grid = dict(baselines.BASELINE_GRIDS[name])
+        for parameter, values in self.grids.get(name, {}).items():
+            if parameter not in grid:
+                raise ValueError(f"--grid {name}.{parameter}: {name} has no parameter {parameter!r} "
+                                 f"(its grid: {sorted(grid)}).")
+            grid[parameter] = list(values)
+        return grid
+
+
+def tuning_cache_file() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deepinv_meta" / "tuned_baselines.json"
+
+
+def tune_baselines(spec: dict, tuning: BaselineTuning, size: int, device) -> list[tuple]:
+    """``(label, reconstructor)`` of each baseline of ``tuning``, grid-searched on patches of the tuning images
+    (or read from the cache of earlier searches with the same operator, grid, denoiser and images)."""
+    names = list(tuning.names)
     if not names:
         return []
     unknown = set(names) - set(baselines.BASELINE_GRIDS)
     if unknown:
         raise ValueError(f"unknown baselines {sorted(unknown)}; choose among {sorted(baselines.BASELINE_GRIDS)}.")
-    x = extract_patches(load_images(tune_images, EMBEDDED_TRAIN, spec.get("channels", 1) == 3), size)
-    x = as_physics_images(spec, evenly_spaced(x, patches)).to(device)
+    unused = set(tuning.grids) - set(names)
+    if unused:
+        raise ValueError(f"--grid for {sorted(unused)}, which --baselines does not ask for.")
+    x = extract_patches(load_images(tuning.images, EMBEDDED_TRAIN, spec.get("channels", 1) == 3), size)
+    x = as_physics_images(spec, evenly_spaced(x, tuning.patches)).to(device)
     operator = physics_for(spec, (size, size), device)
     y = operator(x)
     init = baselines.Bicubic(spec["params"]["factor"]) if spec["name"] == "sr" else None
+    denoiser = None
     if "dpir" in names:
-        denoiser = load_denoiser(default_denoiser() if denoiser is None else denoiser, device=device)
+        denoiser = load_denoiser(default_denoiser() if tuning.denoiser is None else tuning.denoiser, device=device)
+    cache_file = tuning_cache_file()
+    cache = json.loads(cache_file.read_text()) if tuning.cache and cache_file.is_file() else {}
     tuned = []
     for name in names:
         build = baselines.baseline_builder(name, denoiser=denoiser, init=init, device=device)
-        grid = baselines.BASELINE_GRIDS[name]
-        params, score, _ = baselines.grid_search(build, grid, operator, y, x, magnitude=spec["name"] == "mri")
+        grid = tuning.grid(name)
+        key = weights_checksum({"x": x, **({"denoiser." + k: v for k, v in denoiser.state_dict().items()}
+                                          if name == "dpir" else {})})
+        key = f"{name}|{json.dumps(spec, sort_keys=True)}|{json.dumps(grid, sort_keys=True)}|{key}"
+        if key in cache:
+            params, score = cache[key]["params"], cache[key]["score"]
+            origin = "cached"
+        else:
+            params, score, _ = baselines.grid_search(build, grid, operator, y, x, magnitude=spec["name"] == "mri",
+                                                     progress=lambda p, s, n=name: print(f"  {n} {p}: {s:.2f} dB",
+                                                                                         flush=True))
+            cache[key] = {"params": params, "score": score}
+            origin = f"on {len(x)} tuning patches"
         shown = ", ".join(f"{k}={v:.4g}" for k, v in params.items())
         edges = baselines.grid_edges(params, grid)
-        print(f"{name}: best {shown} ({score:.2f} dB on {len(x)} tuning patches)"
+        print(f"{name}: best {shown} ({score:.2f} dB {origin})"
               + (f"; {', '.join(edges)} at the edge of its grid {[grid[k] for k in edges]}: the optimum may lie "
-                 "outside, so this baseline may be under-tuned" if edges else ""))
+                 f"outside, so this baseline may be under-tuned (widen it: --grid {name}.{edges[0]}=v1,v2,...)"
+                 if edges else ""), flush=True)
         tuned.append((f"{name} ({shown})", build(**params)))
+    if tuning.cache:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(cache_file.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, cache_file)
     return tuned
 
 

@@ -192,3 +192,23 @@ def test_evaluate_tunes_baselines_on_other_images_than_the_test_images(tmp_path,
                  "--device", "cpu"]) == 2
     error = capsys.readouterr().err
     assert "--denoiser PATH" in error and "set DEEPINV_META_DATA" in error and "--data-root" not in error
+
+
+def test_evaluate_caches_tuned_baselines_and_takes_a_wider_grid(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    meta = tmp_path / "meta.pt"
+    from deepinv_meta import save
+
+    save(MetaPDNet(depth=2, channels=4), meta)
+    common = ["evaluate", str(meta), "--physics", "inpainting", "--size", "32", "--device", "cpu", "--baselines", "tv"]
+    assert main(common) == 0
+    first = capsys.readouterr().out
+    assert "tuning patches" in first and "cached" not in first
+    assert main(common) == 0
+    assert "tv: best" in (second := capsys.readouterr().out) and "cached" in second
+    assert main(common + ["--grid", "tv.ths=0.0001,0.0003"]) == 0  # another grid: searched again
+    assert "tuning patches" in capsys.readouterr().out
+    assert main(common + ["--grid", "tv.lam=1,2"]) == 2
+    assert "has no parameter 'lam'" in capsys.readouterr().err
+    assert main(common + ["--grid", "tv.ths="]) == 2
+    assert "NAME.PARAM=V1,V2" in capsys.readouterr().err
