@@ -4,11 +4,9 @@ concurrent trainers, and a trainer killed while writing its checkpoint."""
 import os
 import subprocess
 import sys
-import time
 import zipfile
 
 import pytest
-import torch
 
 from deepinv_meta import MetaPDNet, MetaTrainer, load, save
 

@@ -72,7 +72,6 @@ def _pdnet_finetune(device):
 
 
 def _dip_data(size, device):
-    import torch
     from deepinv_meta.data import embedded_images, extract_patches
 
     return extract_patches(embedded_images(grey=False), size)[:8].to(device).contiguous()
@@ -182,7 +181,6 @@ def _sync(device):
 
 def measure_case(name: str, device: str, repeats: int) -> dict:
     """Seconds per step (median of ``repeats`` calls after a warm-up call) and FLOPs per step."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     call, steps = CASES[name](device)
