@@ -7,6 +7,7 @@ import sys
 import zipfile
 
 import pytest
+import torch
 
 from deepinv_meta import MetaPDNet, MetaTrainer, load, save
 
@@ -107,3 +108,23 @@ trainer.train(steps=5)
         resumed.train(steps=2)
     assert resumed.step == 2 and not list(tmp_path.glob("*.tmp")) and not (tmp_path / "run.pt.lock").exists()
 
+
+
+def test_misleading_failures_get_messages_that_name_the_cause():
+    import deepinv as dinv
+
+    from deepinv_meta import finetune
+
+    model = MetaPDNet(depth=2, channels=4)
+    physics = dinv.physics.Inpainting((1, 8, 8), mask=0.5)
+    y = physics(torch.rand(2, 1, 8, 8))
+    with pytest.raises(TypeError, match="y is torch.float64 but the model's weights are torch.float32"):
+        model(y.double(), physics)
+    with pytest.raises(ValueError, match="batch of size 0"):
+        finetune(model, physics, y[:0], steps=1)
+    with pytest.raises(ValueError, match="batch of size 0"):
+        model(y[:0], physics)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="use torch.no_grad|under torch.no_grad"):
+        finetune(model, physics, y, steps=1)
+    with torch.no_grad():  # what dinv.test does: works
+        assert finetune(model, physics, y, steps=1)(y, physics).shape == (2, 1, 8, 8)

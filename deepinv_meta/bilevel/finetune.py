@@ -80,6 +80,8 @@ def finetune(
     torch.Size([2, 1, 16, 16])
     """
     check_loss_name(loss)
+    if isinstance(y, torch.Tensor) and y.dim() > 0 and y.shape[0] == 0:
+        raise ValueError("finetune: y holds no measurement (batch of size 0); give at least one.")
     if loss == "supervised" and x is None:
         raise ValueError("loss='supervised' needs the ground truth x=...; or use loss='unsupervised'.")
     if x is not None and x.shape[0] != y.shape[0]:

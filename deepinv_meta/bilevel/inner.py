@@ -267,6 +267,10 @@ class InnerLoop(nn.Module):
             )
         if steps == 0:  # the meta-model itself; no higher context needed
             return InnerResult(fmodel=model, params=None)
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("the inner loop optimises weights, which torch.inference_mode() forbids (tensors made "
+                               "there can never require gradients); call it under torch.no_grad() instead, where "
+                               "it enables gradients itself.")
         second_order = track_meta_grad and not (self.first_order or self.implicit)
         meta_params = [p for p in model.parameters()]
         if self.learn_lr == "per_parameter":

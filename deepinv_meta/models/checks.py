@@ -16,10 +16,24 @@ def require_linear(physics, model_name: str) -> None:
         )
 
 
+def require_dtype(y: torch.Tensor, weights: torch.Tensor, model_name: str) -> None:
+    """Raise a ``TypeError`` naming both precisions when ``y`` and the model's weights differ."""
+    if torch.is_floating_point(y) and y.dtype != weights.dtype:
+        raise TypeError(f"{model_name}: y is {y.dtype} but the model's weights are {weights.dtype}; convert one to "
+                        f"the other (y.to({weights.dtype}) or model.to({y.dtype})).")
+
+
+def require_samples(y: torch.Tensor, model_name: str) -> None:
+    """Raise a ``ValueError`` for an empty batch (it would otherwise surface as a NaN mean loss)."""
+    if isinstance(y, torch.Tensor) and y.dim() > 0 and y.shape[0] == 0:
+        raise ValueError(f"{model_name}: y holds no measurement (batch of size 0); give at least one.")
+
+
 def adjoint_image(physics, y: torch.Tensor, model_name: str) -> torch.Tensor:
     """``physics.A_adjoint(y)`` as a 4-D image batch, with an error that names the shape problem."""
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"{model_name}: y must be a torch.Tensor, got {type(y).__name__}.")
+    require_samples(y, model_name)
     if not torch.is_floating_point(y):
         raise TypeError(
             f"{model_name}: y must be a real floating-point tensor, got {y.dtype}; deepinv stores "

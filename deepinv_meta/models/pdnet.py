@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import adjoint_image, require_linear
+from .checks import adjoint_image, require_dtype, require_linear
 from .zoo import FromPretrained
 
 
@@ -208,6 +208,7 @@ class MetaPDNet(FromPretrained, dinv.models.Reconstructor):
 
     def forward(self, y: torch.Tensor, physics, **kwargs) -> torch.Tensor:
         require_linear(physics, type(self).__name__)
+        require_dtype(y, self.weight, type(self).__name__)
         x0 = adjoint_image(physics, y, type(self).__name__)
         channels = x0.shape[1]
         if self.in_channels not in (1, channels):

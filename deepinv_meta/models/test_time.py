@@ -27,6 +27,7 @@ from torch import nn
 from ..bilevel.inner import InnerLoop, check_finite
 from ..losses import measurement_consistency_loss
 from ..physics import to_physics_input
+from .checks import require_dtype, require_samples
 from .zoo import FromPretrained
 
 
@@ -90,6 +91,8 @@ class TestTimeOptimizer(FromPretrained, dinv.models.Reconstructor):
                 f"{name}: y must be a real floating-point tensor (deepinv stores complex data "
                 f"as two real channels), got {getattr(y, 'dtype', type(y).__name__)}."
             )
+        require_samples(y, name)
+        require_dtype(y, next(self.net.parameters()), name)
         probe = self.physics_input(torch.zeros((1, *self.img_size), dtype=y.dtype, device=y.device))
         try:
             with torch.no_grad():
