@@ -128,3 +128,18 @@ def test_misleading_failures_get_messages_that_name_the_cause():
         finetune(model, physics, y, steps=1)
     with torch.no_grad():  # what dinv.test does: works
         assert finetune(model, physics, y, steps=1)(y, physics).shape == (2, 1, 8, 8)
+
+
+def test_a_resume_on_other_training_data_is_refused(tmp_path):
+    from deepinv_meta.tasks import meta_prior_tasks
+
+    images = torch.rand(8, 1, 16, 16)
+    trainer = MetaTrainer(MetaPDNet(depth=2, channels=4), meta_prior_tasks(images), batch_size=2, progress=False,
+                          checkpoint=tmp_path / "run.pt")
+    trainer.train(steps=1)
+    same = MetaTrainer(MetaPDNet(depth=2, channels=4), meta_prior_tasks(images.clone()), batch_size=2,
+                       progress=False, checkpoint=tmp_path / "run.pt")
+    assert same.step == 1
+    with pytest.raises(ValueError, match="other task data"):
+        MetaTrainer(MetaPDNet(depth=2, channels=4), meta_prior_tasks(torch.rand(8, 1, 16, 16)), batch_size=2,
+                    progress=False, checkpoint=tmp_path / "run.pt")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..io import FileLock, atomic_save, remove_stale_temporaries, safe_load
+from ..io import FileLock, atomic_save, remove_stale_temporaries, safe_load, weights_checksum
 from ..progress import Progress
 from ..losses import check_loss_name, data_loss, loss_label, outer_loss_function, supervised_loss
 from .inner import InnerLoop, NonFiniteLossError, check_finite, legacy_inner_loop
@@ -507,7 +507,17 @@ class MetaTrainer:
             "config": self.config,
             "lr_factor": self.lr_factor,
             "rollbacks": self.rollbacks,
+            "data_fingerprint": self.data_fingerprint(),
         }
+
+    def data_fingerprint(self) -> str:
+        """SHA-256 of the tasks' training and test images (stored in checkpoints; a resume on other data is refused)."""
+        if getattr(self, "_fingerprint", None) is None:
+            data = {}
+            for task in self.tasks:
+                data[f"{task.name}.train"], data[f"{task.name}.test"] = task.train_data, task.test_data
+            self._fingerprint = weights_checksum(data)
+        return self._fingerprint
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write a checkpoint atomically (default path: the ``checkpoint`` argument); with several
@@ -541,6 +551,10 @@ class MetaTrainer:
                 f"checkpoint {path} holds {model_saved[0]}({model_saved[1]}) but the model to train is "
                 f"{model_now[0]}({model_now[1]}). Build the same model, or use another checkpoint path."
             )
+        saved_data = state.get("data_fingerprint")  # checkpoints before it have none: nothing to compare
+        if saved_data is not None and saved_data != self.data_fingerprint():
+            raise ValueError(f"checkpoint {path} was trained on other task data (the images differ from the ones "
+                             "given now). Give the same images to resume, or use another checkpoint path.")
         self.model.load_state_dict(state["model"])
         self.inner.load_state_dict(state["inner"])
         self.optimizer.load_state_dict(state["optimizer"])
