@@ -177,13 +177,32 @@ def _ffdnet_from_state(state: dict, path, device) -> dinv.models.FFDNet:
     return model.eval().to(device)
 
 
-def load_denoiser(spec: str | os.PathLike, device="cpu") -> torch.nn.Module:
-    """A denoiser from a weight file (DnCNN or FFDNet formats, detected from the keys) or ``"drunet"``.
+DRUNET_GREY = "drunet_deepinv_gray_finetune_26k.pth"
 
-    ``"drunet"`` builds deepinv's pretrained DRUNet (downloads its weights: needs internet once).
+
+def drunet(device="cpu") -> torch.nn.Module:
+    """deepinv's pretrained grey DRUNet, its weights read with ``weights_only=True``.
+
+    Same file, URL and cache as ``deepinv.models.DRUNet(pretrained="download")`` (torch hub's
+    ``checkpoints/`` folder; downloaded once, which needs internet), but deepinv's loader unpickles that cached
+    file without ``weights_only``, so a file planted in the cache could run code; here it is refused.
     """
+    from deepinv.models.utils import get_weights_url
+
+    path = Path(torch.hub.get_dir()) / "checkpoints" / DRUNET_GREY
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(get_weights_url(model_name="drunet", file_name=DRUNET_GREY), str(path))
+    model = dinv.models.DRUNet(in_channels=1, out_channels=1, pretrained=None, device=device)
+    model.load_state_dict(_read_state(path))
+    return model.eval()
+
+
+def load_denoiser(spec: str | os.PathLike, device="cpu") -> torch.nn.Module:
+    """A denoiser from a weight file (DnCNN or FFDNet formats, detected from the keys) or ``"drunet"``
+    (:func:`drunet`: deepinv's pretrained weights, downloaded once, loaded with ``weights_only=True``)."""
     if str(spec).lower() == "drunet":
-        return dinv.models.DRUNet(in_channels=1, out_channels=1, pretrained="download", device=device)
+        return drunet(device)
     state = _read_state(spec)  # read once, dispatch on the key layout
     keys = " ".join(state)
     if "intermediate_dncnn" in keys or "blocks." in keys:

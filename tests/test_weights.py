@@ -110,3 +110,27 @@ def test_real_weights_denoise_at_their_published_level(relative):
         psnr = dinv.loss.metric.PSNR()(load_denoiser(path)(y, 25 / 255).clamp(0, 1), x).mean().item()
     noisy = dinv.loss.metric.PSNR()(y.clamp(0, 1), x).mean().item()
     assert psnr > 27.5 and psnr > noisy + 7, (psnr, noisy)
+
+
+def test_drunet_weights_are_read_weights_only_from_the_hub_cache(tmp_path, monkeypatch):
+    """A file planted where deepinv's DRUNet download is cached is refused, and its payload never runs."""
+    import deepinv as dinv
+    import pytest
+
+    from deepinv_meta.weights import DRUNET_GREY, load_denoiser
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save({"head.weight": Payload()}, tmp_path / "hub" / "checkpoints" / DRUNET_GREY)
+    with pytest.raises(ValueError, match="not a safe checkpoint"):
+        load_denoiser("drunet")
+    assert not (tmp_path / "pwned").exists()
+    # a genuine state dict in the cache is loaded (no download)
+    state = dinv.models.DRUNet(in_channels=1, out_channels=1, pretrained=None).state_dict()
+    torch.save(state, tmp_path / "hub" / "checkpoints" / DRUNET_GREY)
+    model = load_denoiser("drunet")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), state.values()))
