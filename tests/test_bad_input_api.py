@@ -143,3 +143,15 @@ def test_a_resume_on_other_training_data_is_refused(tmp_path):
     with pytest.raises(ValueError, match="other task data"):
         MetaTrainer(MetaPDNet(depth=2, channels=4), meta_prior_tasks(torch.rand(8, 1, 16, 16)), batch_size=2,
                     progress=False, checkpoint=tmp_path / "run.pt")
+
+
+def test_a_huge_outer_learning_rate_does_not_leave_a_model_with_non_finite_output(small_tasks):
+    from deepinv_meta import NonFiniteLossError
+
+    trainer = MetaTrainer(MetaPDNet(depth=2, channels=4), small_tasks, outer_lr=1e12, batch_size=2, progress=False,
+                          max_skipped=3)
+    with pytest.raises(NonFiniteLossError, match="restored to those before outer step 1"):
+        trainer.train(steps=20)
+    episode = small_tasks[0].episode(2, seed=5)
+    with torch.no_grad():
+        assert torch.isfinite(trainer.model(episode.y_test, episode.physics)).all()

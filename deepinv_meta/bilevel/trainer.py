@@ -339,13 +339,17 @@ class MetaTrainer:
         }
         self.optimizer.step()
         if all(torch.isfinite(p).all() for p in self.meta_params):
+            self._last_good = (self.step, before, state)  # restored if the steps after this one all fail
             return
+        self._restore(before, state)
+        raise NonFiniteLossError("the meta-update produced NaN/Inf weights (undone)")
+
+    def _restore(self, weights: list, state: dict) -> None:
         with torch.no_grad():
-            for p, old in zip(self.meta_params, before):
+            for p, old in zip(self.meta_params, weights):
                 p.copy_(old)
         self.optimizer.state.clear()
         self.optimizer.state.update(state)
-        raise NonFiniteLossError("the meta-update produced NaN/Inf weights (undone)")
 
     def _skip(self, record: dict, error: Exception) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -355,9 +359,16 @@ class MetaTrainer:
         record["error"] = str(error)
         logger.warning("outer step %d skipped, meta-weights unchanged: %s", self.step + 1, error)
         if self._consecutive_skips >= self.max_skipped:
+            restored = ""
+            if getattr(self, "_last_good", None) is not None:
+                # finite weights can still be too large for the model's output to stay finite (a huge outer lr):
+                # leave the model as it was before the last update, whose own losses were finite
+                step, weights, state = self._last_good
+                self._restore(weights, state)
+                restored = f" The meta-weights were restored to those before outer step {step + 1}."
             raise NonFiniteLossError(
                 f"{self._consecutive_skips} consecutive outer steps had non-finite losses or "
-                f"gradients (last: {error}). Lower inner_lr/outer_lr or check the data."
+                f"gradients (last: {error}).{restored} Lower inner_lr/outer_lr or check the data."
             ) from error
 
     # ------------------------------------------------------------------ training loop
