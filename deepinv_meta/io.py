@@ -51,12 +51,20 @@ def safe_load(path: str | os.PathLike, map_location="cpu"):
                          f"{type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}") from None
 
 
+# the models load() can rebuild, filled by the model classes themselves (@register_model), so that this ground
+# floor never imports the models above it
+MODEL_CLASSES: dict[str, type] = {}
+
+
+def register_model(cls: type) -> type:
+    """Class decorator: let :func:`load` rebuild ``cls`` by name from a saved ``config``."""
+    MODEL_CLASSES[cls.__name__] = cls
+    return cls
+
+
 def model_classes() -> dict:
     """``{class name: class}`` of the models :func:`load` can rebuild."""
-    from .models import LinearModel, MetaDIP, MetaPDNet, MetaRED, MetaSIREN, VariationalReconstructor
-
-    classes = (MetaPDNet, LinearModel, MetaDIP, MetaSIREN, MetaRED, VariationalReconstructor)
-    return {cls.__name__: cls for cls in classes}
+    return dict(MODEL_CLASSES)
 
 
 def save(model: torch.nn.Module, path: str | os.PathLike, **metadata) -> Path:

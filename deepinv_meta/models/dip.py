@@ -13,6 +13,7 @@ from torch import nn
 
 from ..bilevel.inner import InnerLoop
 from .test_time import TestTimeOptimizer
+from ..io import register_model
 
 
 class FourierFeatures(nn.Module):
@@ -77,6 +78,7 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
 
 
+@register_model
 class MetaDIP(TestTimeOptimizer):
     r"""Deep Image Prior from a meta-learned initialisation (MetaDIP).
 

@@ -7,8 +7,10 @@ import math
 import deepinv as dinv
 import torch
 from torch import nn
+from ..io import register_model
 
 
+@register_model
 class LinearModel(dinv.models.Reconstructor):
     r"""Linear map from measurements to images, :math:`f_\theta(y) = \theta\,\mathrm{vec}(y)`.
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from .checks import adjoint_image, require_dtype, require_linear
 from .zoo import FromPretrained
+from ..io import register_model
 
 
 def operator_sqnorm(physics, x_like: torch.Tensor, iters: int = 20) -> torch.Tensor:
@@ -108,6 +109,7 @@ def project_linf_ball(v: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
     return _LinfBallProjection.apply(v, radius)
 
 
+@register_model
 class MetaPDNet(FromPretrained, dinv.models.Reconstructor):
     r"""Unrolled primal-dual network whose weights are meta-learned across imaging tasks.
 

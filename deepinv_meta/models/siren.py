@@ -13,6 +13,7 @@ from torch import nn
 from ..bilevel.inner import InnerLoop
 from .solvers import GradientDescent, REDFixedPoint
 from .test_time import TestTimeOptimizer
+from ..io import register_model
 
 
 class SIREN(nn.Module):
@@ -64,6 +65,7 @@ class SIREN(nn.Module):
         return out.T.reshape(1, channels, height, width)
 
 
+@register_model
 class MetaSIREN(TestTimeOptimizer):
     r"""A SIREN whose meta-learned weights initialise a classical solver (Zhao, Algorithm 1).
 
@@ -129,6 +131,7 @@ class MetaSIREN(TestTimeOptimizer):
         return x0 if self.solver is None else self.solver(x0, y, physics)
 
 
+@register_model
 class MetaRED(MetaSIREN):
     r"""MetaSIREN with RED fixed-point iterations as the classical solver (Zhao, section 4.2).
 

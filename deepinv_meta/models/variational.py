@@ -39,6 +39,7 @@ from ..bilevel.inner import check_finite
 from ..dynamics import SYSTEMS, rk4_step, vector_field
 from ..physics import interpolate_in_time
 from .zoo import FromPretrained
+from ..io import register_model
 
 
 def _pair(value) -> tuple[int, int]:
@@ -396,6 +397,7 @@ class LSTMSolver(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------- reconstructor
+@register_model
 class VariationalReconstructor(FromPretrained, dinv.models.Reconstructor):
     r"""A variational cost and a solver as one deepinv reconstructor: ``model(y, physics)``.
 

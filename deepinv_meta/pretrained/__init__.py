@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_save, model_classes, payload_of, sha256_file
+from ..models import zoo as _zoo
 
 HERE = Path(__file__).resolve().parent
 REGISTRY = "registry.json"
@@ -130,3 +131,6 @@ def export(model, name: str, *, metadata: dict, zoo: str | os.PathLike = HERE, e
     tmp.write_text(json.dumps(dict(sorted(registry.items())), indent=2) + "\n")
     os.replace(tmp, zoo / REGISTRY)
     return entry
+
+
+_zoo.ZOO_LOADER = load  # Model.from_pretrained (deepinv_meta.models.zoo) calls it
