@@ -315,3 +315,22 @@ def test_a_model_trained_on_standardised_data_takes_and_returns_original_intensi
     assert deepinv_meta.load(path).normalisation == (offset, scale)
     with pytest.raises(ValueError, match="scale > 0"):
         VariationalReconstructor(VariationalCost(TwoScaleCNN(1, hidden=4)), LSTMSolver(1), normalisation=(0.0, 0.0))
+
+
+def test_a_trainer_with_learned_cost_weights_resumes(tmp_path):
+    from deepinv_meta.models.variational import LSTMSolver, TwoScaleCNN, VariationalCost, VariationalReconstructor
+
+    def build():
+        torch.manual_seed(0)
+        return VariationalReconstructor(VariationalCost(TwoScaleCNN(1, hidden=4), learn_weights=True),
+                                        LSTMSolver(1, iterations=2))
+
+    x = torch.rand(8, 1, 8, 8)
+    task = Task("inpainting", dinv.physics.Inpainting((1, 8, 8), mask=0.7), x, x)
+    trainer = MetaTrainer(build(), [task], inner_steps=0, outer_lr=0.05, batch_size=2, progress=False,
+                          checkpoint=tmp_path / "run.pt")
+    trainer.train(steps=3)
+    assert trainer.model.cost.weights != (1.0, 1.0)  # the learned lambdas moved, and with them the config
+    resumed = MetaTrainer(build(), [task], inner_steps=0, outer_lr=0.05, batch_size=2, progress=False,
+                          checkpoint=tmp_path / "run.pt")
+    assert resumed.step == 3 and resumed.model.cost.weights == trainer.model.cost.weights

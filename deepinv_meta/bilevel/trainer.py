@@ -555,8 +555,15 @@ class MetaTrainer:
                 f"checkpoint {path} was written with a different configuration "
                 f"(now, in checkpoint): {differing}. Use the same settings, or another checkpoint path."
             )
-        model_now = (type(self.model).__name__, getattr(self.model, "config", None))
-        model_saved = (state.get("model_class"), state.get("model_config"))
+        # config entries that training itself changes (learned weights kept in the config, e.g. the learned lambdas
+        # of a VariationalReconstructor) are not part of what must match
+        learned = getattr(self.model, "learned_config_keys", ())
+
+        def comparable(config):
+            return {k: v for k, v in config.items() if k not in learned} if isinstance(config, dict) else config
+
+        model_now = (type(self.model).__name__, comparable(getattr(self.model, "config", None)))
+        model_saved = (state.get("model_class"), comparable(state.get("model_config")))
         if model_now[1] is not None and model_saved[1] is not None and model_now != model_saved:
             raise ValueError(
                 f"checkpoint {path} holds {model_saved[0]}({model_saved[1]}) but the model to train is "

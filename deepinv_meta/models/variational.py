@@ -451,6 +451,12 @@ class VariationalReconstructor(FromPretrained, dinv.models.Reconstructor):
         return self.cost.prior
 
     @property
+    def learned_config_keys(self) -> tuple:
+        """Entries of :attr:`config` that training changes (the learned weights of the cost), which a resumed
+        trainer does not compare."""
+        return ("lambda_data", "lambda_prior") if self.cost.learn_weights else ()
+
+    @property
     def config(self) -> dict:
         """Constructor description used by :func:`deepinv_meta.save` / :func:`deepinv_meta.load`."""
         for part in (self.cost.prior, self.solver):
