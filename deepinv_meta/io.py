@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -24,11 +25,21 @@ def atomic_save(obj, path: str | os.PathLike) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a saved model is an ordinary file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if _disk_full(error):  # torch's zip writer reports it as "enforce fail at inline_container.cc"
+            raise OSError(errno.ENOSPC, f"could not write {path}: no space left on its disk (the file there, if any, "
+                                        "is unchanged); free some space or write elsewhere") from None
         raise
     return path
+
+
+def _disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and "inline_container" in text and "write" in text.lower()
 
 
 def safe_load(path: str | os.PathLike, map_location="cpu"):

@@ -155,3 +155,23 @@ def test_a_huge_outer_learning_rate_does_not_leave_a_model_with_non_finite_outpu
     episode = small_tasks[0].episode(2, seed=5)
     with torch.no_grad():
         assert torch.isfinite(trainer.model(episode.y_test, episode.physics)).all()
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(28, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/0: "
+                 "file write failed"),
+])
+def test_a_full_disk_is_named_and_the_previous_file_kept(tmp_path, monkeypatch, failure):
+    import deepinv_meta.io as io
+
+    path = save(MetaPDNet(depth=2, channels=4), tmp_path / "m.pt")
+    before = path.read_bytes()
+
+    def full(obj, f):
+        f.write(b"PK\x03\x04 partial")
+        raise failure
+    monkeypatch.setattr(io.torch, "save", full)
+    with pytest.raises(OSError, match="no space left on its disk"):
+        save(MetaPDNet(depth=2, channels=4), path)
+    assert path.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
