@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .bilevel import InnerLoop, MetaTrainer, NonFiniteLossError, finetune
+from .bilevel import InnerLoop, MetaTrainer, NonFiniteLossError, OuterOptimizer, finetune
 from .io import load, save
 from .models import LinearModel, MetaPDNet
 from .tasks import Task, meta_prior_tasks
@@ -13,6 +13,7 @@ __all__ = [
     "LinearModel",
     "MetaTrainer",
     "InnerLoop",
+    "OuterOptimizer",
     "NonFiniteLossError",
     "finetune",
     "Task",

@@ -219,3 +219,21 @@ def test_the_keywords_of_earlier_versions_build_the_same_inner_loop_with_a_warni
     assert (trainer.inner.steps, trainer.inner.optimizer, trainer.inner.optimizer_kwargs) == (2, "sgd", {"momentum": 0.3})
     with pytest.raises(TypeError, match="unexpected keyword"):
         MetaTrainer(model, tasks, inner_stepz=2)
+
+
+def test_the_outer_keywords_of_earlier_versions_build_the_same_outer_optimizer():
+    import pytest
+
+    from deepinv_meta import MetaPDNet, MetaTrainer, OuterOptimizer
+    from deepinv_meta.tasks import meta_prior_tasks
+
+    tasks = meta_prior_tasks(torch.rand(6, 1, 12, 12))
+    with pytest.warns(DeprecationWarning, match="outer=OuterOptimizer"):
+        old = MetaTrainer(MetaPDNet(depth=2, channels=4), tasks, outer_lr=0.01, grad_clip=1.0, progress=False)
+    new = MetaTrainer(MetaPDNet(depth=2, channels=4), tasks, outer=OuterOptimizer(lr=0.01, grad_clip=1.0),
+                      progress=False)
+    assert old.config == new.config and (old.outer_lr, old.grad_clip) == (new.outer_lr, new.grad_clip) == (0.01, 1.0)
+    with pytest.raises(ValueError, match="pass one or the other"):
+        MetaTrainer(MetaPDNet(depth=2, channels=4), tasks, outer=OuterOptimizer(), outer_lr=0.1)
+    with pytest.raises(ValueError, match="grad_clip"):
+        OuterOptimizer(grad_clip=-1.0)

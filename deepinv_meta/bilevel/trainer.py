@@ -13,6 +13,8 @@ import copy
 import logging
 import math
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -46,6 +48,52 @@ LEGACY_INNER_SETTINGS = {"inner_steps": ("steps", 1), "inner_lr": ("lr", 1e-3), 
                          "cg_steps": ("cg_steps", 10), "learn_inner_lr": ("learn_lr", False)}
 
 
+@dataclass
+class OuterOptimizer:
+    r"""The optimiser of the meta-weights :math:`\theta` (and of the inner loop's learned settings): Adam.
+
+    :param float lr: learning rate.
+    :param dict lr_scales: multiply the learning rate of some weights, ``{name prefix: factor}`` with prefixes of
+        ``model.named_parameters()`` or ``"inner."`` for the learned inner settings, e.g. ``{"cost.prior.": 0.5}``
+        (Fablet et al.: halved learning rate for :math:`\Phi`). The first matching prefix applies.
+    :param int decay_steps: if set, a cosine decay of the learning rate from ``lr`` to 0 over this many outer
+        steps (a function of the step only, so resuming is exact).
+    :param float grad_clip: clip the meta-gradient norm to this value (``None``: no clipping; ``inf``: record
+        the norm only).
+    """
+
+    lr: float = 1e-3
+    lr_scales: dict | None = None
+    decay_steps: int | None = None
+    grad_clip: float | None = None
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ValueError(f"outer_lr must be > 0, got {self.lr!r}.")
+        if self.grad_clip is not None and not self.grad_clip > 0:  # a negative bound would flip the meta-gradient
+            raise ValueError(f"grad_clip must be > 0 or None (no clipping), got {self.grad_clip!r}.")
+        if self.decay_steps is not None and (not isinstance(self.decay_steps, int) or self.decay_steps < 0):
+            raise ValueError(f"decay_steps must be an integer >= 0 or None (no decay), got {self.decay_steps!r}.")
+
+
+# the keywords MetaTrainer took before `outer=` -> OuterOptimizer argument
+LEGACY_OUTER_SETTINGS = {"outer_lr": "lr", "lr_scales": "lr_scales", "outer_lr_decay_steps": "decay_steps",
+                         "grad_clip": "grad_clip"}
+
+
+def legacy_outer_optimizer(outer: OuterOptimizer | None, legacy: dict) -> OuterOptimizer:
+    """``outer``, or the :class:`OuterOptimizer` the keywords of earlier versions describe."""
+    if outer is not None:
+        if legacy:
+            raise ValueError(f"MetaTrainer got outer= and {sorted(legacy)}: the OuterOptimizer carries those "
+                             "settings; pass one or the other.")
+        return outer
+    if legacy:
+        warnings.warn(f"MetaTrainer({', '.join(sorted(legacy))}=...) is deprecated: pass outer=OuterOptimizer(...).",
+                      DeprecationWarning, stacklevel=3)
+    return OuterOptimizer(**{LEGACY_OUTER_SETTINGS[k]: v for k, v in legacy.items()})
+
+
 class MetaTrainer:
     r"""Meta-train a model over imaging tasks with MAML through :mod:`higher`.
 
@@ -71,13 +119,10 @@ class MetaTrainer:
         build it, with a ``DeprecationWarning``.
     :param str outer_loss: ``"l2"`` (mean squared error, default), ``"l1"``, or a callable
         ``loss(x_hat, x)``.
-    :param float outer_lr: Adam learning rate of the meta-weights.
-    :param dict lr_scales: multiply the outer learning rate of some weights, ``{name prefix: factor}``
-        with prefixes of ``model.named_parameters()`` or ``"inner."`` for the learned inner settings,
-        e.g. ``{"cost.prior.": 0.5}`` (Fablet et al.: halved learning rate for :math:`\Phi`). The
-        first matching prefix applies; other weights use ``outer_lr``.
-    :param int outer_lr_decay_steps: if set, the outer learning rate follows a cosine decay from
-        ``outer_lr`` to 0 over this many steps (a function of the step only, so resuming is exact).
+    :param OuterOptimizer outer: the optimiser of the meta-weights (Adam: learning rate, per-group scales, cosine
+        decay, gradient clipping); default ``OuterOptimizer(lr=1e-3)``. The keywords of earlier versions
+        (``outer_lr``, ``lr_scales``, ``outer_lr_decay_steps``, ``grad_clip``) still build it, with a
+        ``DeprecationWarning``.
     :param int batch_size: images per train/test batch of each episode.
     :param str device: ``"cuda"``/``"cpu"``; default CUDA when available.
     :param int seed: seeds every episode (step ``k`` always sees the same episodes, so resuming
@@ -85,7 +130,6 @@ class MetaTrainer:
     :param str checkpoint: path of the checkpoint file; written every ``checkpoint_every`` steps
         and at the end of :meth:`train`. If the file exists and ``resume`` is true, training resumes
         from it.
-    :param float grad_clip: clip the meta-gradient norm to this value (``None``: no clipping).
     :param bool progress: show progress (a bar on a terminal, a line a minute in a log; :class:`~deepinv_meta.progress.Progress`).
 
     **Several processes** (e.g. one per GPU, launched by ``torchrun``): when ``torch.distributed`` is
@@ -114,21 +158,18 @@ class MetaTrainer:
         tasks,
         *,
         inner: InnerLoop | None = None,
+        outer: "OuterOptimizer | None" = None,
         inner_loss: str = "supervised",
         outer_loss="l2",
-        outer_lr: float = 1e-3,
-        lr_scales: dict | None = None,
-        outer_lr_decay_steps: int | None = None,
         batch_size: int = 8,
         device=None,
         seed: int = 0,
         checkpoint: str | Path | None = None,
         checkpoint_every: int = 50,
         resume: bool = True,
-        grad_clip: float | None = None,
         max_skipped: int = 20,
         progress: bool = True,
-        **inner_settings,
+        **legacy,
     ):
         self.inner_loss = check_loss_name(inner_loss)
         tasks = list(tasks)
@@ -139,17 +180,14 @@ class MetaTrainer:
             raise ValueError(f"task names must be unique, got {names}.")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        if not outer_lr > 0:
-            raise ValueError(f"outer_lr must be > 0, got {outer_lr!r}.")
-        if grad_clip is not None and not grad_clip > 0:  # a negative bound would flip the meta-gradient
-            raise ValueError(f"grad_clip must be > 0 or None (no clipping), got {grad_clip!r}.")
+        outer = legacy_outer_optimizer(outer, {k: legacy.pop(k) for k in list(legacy) if k in LEGACY_OUTER_SETTINGS})
         for name, value in (("checkpoint_every", checkpoint_every), ("max_skipped", max_skipped)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device)
         self.tasks = [task.to(self.device) for task in tasks]
-        self.inner = legacy_inner_loop("MetaTrainer", inner, inner_settings, LEGACY_INNER_SETTINGS, "inner_momentum",
+        self.inner = legacy_inner_loop("MetaTrainer", inner, legacy, LEGACY_INNER_SETTINGS, "inner_momentum",
                                        steps=1).to(self.device)
         self.outer_loss = outer_loss
         self._outer_loss_fn = outer_loss_function(outer_loss)
@@ -157,15 +195,16 @@ class MetaTrainer:
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         named += [(f"inner.{n}", p) for n, p in self.inner.named_parameters() if p.requires_grad]
         self.meta_params = [p for _, p in named]
-        self.lr_scales = dict(lr_scales or {})
-        self.outer_lr = outer_lr
-        self.optimizer = torch.optim.Adam(self._param_groups(named), lr=outer_lr)
-        self.outer_lr_decay_steps = outer_lr_decay_steps
+        self.outer = outer
+        self.lr_scales = dict(outer.lr_scales or {})
+        self.outer_lr = outer.lr
+        self.optimizer = torch.optim.Adam(self._param_groups(named), lr=outer.lr)
+        self.outer_lr_decay_steps = outer.decay_steps
         self.batch_size = batch_size
         self.seed = seed
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.checkpoint_every = checkpoint_every
-        self.grad_clip = grad_clip
+        self.grad_clip = outer.grad_clip
         self.max_skipped = max_skipped
         self.progress = progress
         self.step = 0
