@@ -32,7 +32,7 @@ from typing import Callable
 import deepinv as dinv
 import torch
 
-from .bilevel import MetaTrainer
+from .bilevel import InnerLoop, MetaTrainer, OuterOptimizer
 from .io import FileLock, remove_stale_temporaries
 from .tasks import Task
 
@@ -78,7 +78,8 @@ def _meta_prior(inner_loss: str) -> Callable:
         bsd68 = load_image_folder(root / "images" / "bsd68", limit=20)
         tasks = meta_prior_tasks(bsd400, bsd68, patch_size=48, seed=0)
         return Setup(
-            trainer_args=dict(inner_loss=inner_loss, inner_steps=1, inner_lr=1e-3, outer_lr=1e-3, batch_size=8),
+            trainer_args=dict(inner=InnerLoop(steps=1, lr=1e-3), outer=OuterOptimizer(lr=1e-3), inner_loss=inner_loss,
+                              batch_size=8),
             model=MetaPDNet(depth=20, channels=40), tasks=tasks, validation_tasks=None,
             provenance={"training_data": "BSD400 (48x48 patches); validation: 20 BSD68 images",
                         "tasks": [t.name for t in tasks], "inner_loss": inner_loss,
@@ -101,7 +102,8 @@ def _metadip(root: Path, device) -> Setup:
     model = MetaDIP((3, 64, 64), steps=50, train_steps=20, lr=1.0, momentum=0.9, tv_weight=1e-3,
                     channels=(16, 32, 64), latent_channels=8, fourier_features=16, seed=0)
     return Setup(
-        trainer_args=dict(inner_steps=0, outer_lr=1e-3, lr_scales={"inner.": 10.0}, batch_size=2, grad_clip=1.0),
+        trainer_args=dict(inner=InnerLoop(steps=0), outer=OuterOptimizer(lr=1e-3, lr_scales={"inner.": 10.0}, grad_clip=1.0),
+                          batch_size=2),
         model=model, tasks=[task], validation_tasks=[held_out],
         provenance={"training_data": f"{len(data['train'])} CelebA faces, 64x64 RGB; validation: 8 held-out faces",
                     "tasks": [task.name], "validation": "MSE after 50 inner steps on held-out faces"})
@@ -125,7 +127,8 @@ def _meta_red(root: Path, device) -> Setup:
         "description": "the KAIR DnCNN weights (grey, sigma 25/255, MIT licence)", "data_file": denoiser_file,
         "origin": "https://github.com/cszn/KAIR (model_zoo/dncnn_25.pth)"}}
     return Setup(
-        trainer_args=dict(inner_steps=0, outer_loss="l2", outer_lr=cfg["red_outer_lr"], batch_size=3, grad_clip=1.0),
+        trainer_args=dict(inner=InnerLoop(steps=0), outer=OuterOptimizer(lr=cfg["red_outer_lr"], grad_clip=1.0),
+                          outer_loss="l2", batch_size=3),
         model=model, tasks=[task], validation_tasks=[held_out], external=external,
         provenance={"training_data": f"{len(x_train)} CelebA faces, 64x64 grey; validation: 8 held-out faces",
                     "tasks": ["deconvolution (Gaussian blur sigma 1, noise 0.015)"],
@@ -146,9 +149,10 @@ def _variational(root: Path, device) -> Setup:
     held_out = Task("held-out digits", exp.physics, exp.x_test[:256], exp.x_test[:256], generator=exp.generator)
     offset, scale = exp.normalisation
     return Setup(
-        trainer_args=dict(inner_steps=0, outer_loss=VariationalLoss(cnn, (1.0, 0.05, 0.05)), outer_lr=cfg["lr"],
-                          lr_scales={"cost.prior.": 0.5}, batch_size=cfg["batch_size"],
-                          grad_clip=cfg["grad_clip"]["MNIST"]),
+        trainer_args=dict(inner=InnerLoop(steps=0), outer_loss=VariationalLoss(cnn, (1.0, 0.05, 0.05)),
+                          outer=OuterOptimizer(lr=cfg["lr"], lr_scales={"cost.prior.": 0.5},
+                                               grad_clip=cfg["grad_clip"]["MNIST"]),
+                          batch_size=cfg["batch_size"]),
         model=model, tasks=[exp.task], validation_tasks=[held_out],
         prepare_export=lambda trained: with_normalisation(trained, offset, scale),
         warm_start=Path(__file__).resolve().parent.parent / "benchmarks/results/variational/mnist_50min/mnist_2scnn_lstm.pt",

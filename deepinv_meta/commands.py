@@ -29,7 +29,7 @@ import deepinv as dinv
 import torch
 
 from . import baselines
-from .bilevel import InnerLoop, MetaTrainer, finetune
+from .bilevel import InnerLoop, MetaTrainer, OuterOptimizer, finetune
 from .bilevel.inner import momentum_kwargs
 from .bilevel.trainer import default_device
 from .data import (EMBEDDED_TEST, EMBEDDED_TRAIN, as_complex, center_crop, data_root, embedded_images,
@@ -158,7 +158,8 @@ def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_
                       first_order=meta_gradient == "first-order", implicit=meta_gradient == "implicit",
                       optimizer_kwargs=momentum_kwargs(inner_optimizer, inner_momentum))
     trainer = MetaTrainer(MetaPDNet(depth=depth, channels=channels), tasks, inner=inner, inner_loss=inner_loss,
-                          outer_lr=outer_lr, batch_size=batch_size, device=device, seed=seed, checkpoint=checkpoint,
+                          outer=OuterOptimizer(lr=outer_lr), batch_size=batch_size, device=device, seed=seed,
+                          checkpoint=checkpoint,
                           progress=progress)
     print(f"meta-training MetaPDNet(depth={depth}, channels={channels}) on {len(tasks[0].train_data)} patches "
           f"{patch_size}x{patch_size} ({len(tasks[0].test_data)} held out), tasks: {', '.join(t.name for t in tasks)}; "

@@ -20,7 +20,7 @@ import deepinv as dinv
 import torch
 
 from .baselines import BASELINE_GRIDS, Adjoint, Bicubic, baseline_builder, grid_search, psnr_per_image
-from .bilevel import InnerLoop, MetaTrainer, finetune
+from .bilevel import InnerLoop, MetaTrainer, OuterOptimizer, finetune
 from .bilevel.trainer import default_device
 from . import pretrained
 from .data import EMBEDDED_TEST, EMBEDDED_TRAIN, center_crop, embedded_images
@@ -40,7 +40,7 @@ def _meta_model(train_minutes: float | None, device, seed: int):
         return model
     tasks = meta_prior_tasks(embedded_images(EMBEDDED_TRAIN), patch_size=32, seed=seed)
     trainer = MetaTrainer(MetaPDNet(depth=10, channels=16), tasks, inner=InnerLoop(steps=1, lr=1e-3),
-                          inner_loss="unsupervised", outer_lr=5e-3, batch_size=4, device=device, seed=seed,
+                          inner_loss="unsupervised", outer=OuterOptimizer(lr=5e-3), batch_size=4, device=device, seed=seed,
                           progress=True)
     start = time.perf_counter()
     trainer.train(steps=10**9, max_time=60 * train_minutes)

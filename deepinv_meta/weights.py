@@ -39,7 +39,7 @@ def _strip_prefix(state: dict, prefixes: tuple[str, ...]) -> dict:
 
 
 def _sequential_convs(state: dict) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Ordered (weight, bias) of the convolutions of a plain ``nn.Sequential`` state dict, batch norms folded in.
+    r"""Ordered (weight, bias) of the convolutions of a plain ``nn.Sequential`` state dict, batch norms folded in.
 
     A batch norm that follows a convolution (entry with ``running_mean``) is merged into it:
     :math:`\gamma (Wx + b - \mu)/\sqrt{v + \epsilon} + \beta`.

@@ -19,8 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..losses import VariationalLoss
-from .inner import check_finite
-from .trainer import MetaTrainer, default_device
+from .inner import InnerLoop, check_finite
+from .trainer import MetaTrainer, OuterOptimizer, default_device
 
 
 def iteration_schedule(start: int, stop: int, every: int = 5) -> list[int]:
@@ -87,12 +87,11 @@ def train_end_to_end(
     if not joint:
         model.cost.requires_grad_(False)
     trainable_prior = any(p.requires_grad for p in model.cost.prior.parameters())
-    trainer = MetaTrainer(
-        model, tasks, inner_steps=0, outer_loss=VariationalLoss(model.cost.prior, nu), outer_lr=lr,
-        lr_scales={"cost.prior.": prior_lr_scale} if trainable_prior and prior_lr_scale != 1 else None,
-        batch_size=batch_size, device=device, seed=seed, checkpoint=checkpoint, progress=progress,
-        grad_clip=grad_clip,
-    )
+    outer = OuterOptimizer(lr=lr, grad_clip=grad_clip,
+                           lr_scales={"cost.prior.": prior_lr_scale} if trainable_prior and prior_lr_scale != 1 else None)
+    trainer = MetaTrainer(model, tasks, inner=InnerLoop(steps=0), outer=outer,
+                          outer_loss=VariationalLoss(model.cost.prior, nu), batch_size=batch_size, device=device,
+                          seed=seed, checkpoint=checkpoint, progress=progress)
     schedule = iteration_schedule(*iterations) if iterations is not None else [None]
     for phase, count in enumerate(schedule):
         if count is not None:

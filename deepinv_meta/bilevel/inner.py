@@ -368,7 +368,7 @@ def conjugate_gradient(matvec, b: list, iterations: int, tol: float = 1e-12) -> 
 
 
 class _ImplicitMetaGradient(torch.autograd.Function):
-    """Returns the fast weights :math:`\phi^*`; back-propagates :math:`(I + H/\lambda)^{-1} g` to :math:`\theta`."""
+    r"""Returns the fast weights :math:`\phi^*`; back-propagates :math:`(I + H/\lambda)^{-1} g` to :math:`\theta`."""
 
     @staticmethod
     def forward(ctx, solve, phis, *thetas):

@@ -93,7 +93,7 @@ class REDFixedPoint(nn.Module):
         self.log_gamma = nn.Parameter(torch.full((iterations,), math.log(gamma))) if learn_gamma else None
 
     def gammas(self) -> list:
-        """:math:`\gamma_k` of each iteration (tensors if learned)."""
+        r""":math:`\gamma_k` of each iteration (tensors if learned)."""
         if self.log_gamma is None:
             return [self.gamma] * self.iterations
         return list(self.log_gamma.exp())
