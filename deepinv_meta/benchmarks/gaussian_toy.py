@@ -22,7 +22,8 @@ from pathlib import Path
 import deepinv as dinv
 import torch
 
-from ..bilevel import MetaTrainer, finetune
+from ..bilevel.inner import momentum_kwargs
+from ..bilevel import InnerLoop, MetaTrainer, OuterOptimizer, finetune
 from ..models import LinearModel
 from ..models.bayes import gaussian_bayes_estimator, operator_matrix, shared_kernel_rows
 from ..toy import hole_corners, mask_of, sample_images, smooth_covariance, toy_task
@@ -77,11 +78,12 @@ def adapt_to_mask(meta, mask, images, loss: str, steps: int, lr: float, optimize
 def meta_train(task, inner_loss: str, inner: dict, cfg: dict, seed: int) -> LinearModel:
     """Meta-train a linear model from zero on the toy task with one of the inner optimizers of ``cfg``."""
     torch.manual_seed(seed)
+    inner_loop = InnerLoop(steps=cfg["inner_steps"], lr=inner["lr"], optimizer=inner["optimizer"], lam=cfg["lam"],
+                           optimizer_kwargs=momentum_kwargs(inner["optimizer"], inner.get("momentum", 0.0)))
     trainer = MetaTrainer(
-        LinearModel(task.physics.img_size, init="zeros"), [task], inner_loss=inner_loss,
-        inner_steps=cfg["inner_steps"], inner_lr=inner["lr"], inner_optimizer=inner["optimizer"],
-        inner_momentum=inner.get("momentum", 0.0), outer_lr=cfg["outer_lr"], lam=cfg["lam"],
-        batch_size=cfg["batch_size"], outer_lr_decay_steps=cfg["outer_steps"], device="cpu", seed=seed, progress=False,
+        LinearModel(task.physics.img_size, init="zeros"), [task], inner=inner_loop, inner_loss=inner_loss,
+        outer=OuterOptimizer(lr=cfg["outer_lr"], decay_steps=cfg["outer_steps"]), batch_size=cfg["batch_size"],
+        device="cpu", seed=seed, progress=False,
     )
     trainer.train(steps=cfg["outer_steps"])
     return trainer.model

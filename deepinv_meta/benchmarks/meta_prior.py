@@ -28,7 +28,7 @@ import deepinv as dinv
 import torch
 
 from .. import baselines
-from ..bilevel import MetaTrainer, finetune
+from ..bilevel import InnerLoop, MetaTrainer, OuterOptimizer, finetune
 from ..bilevel.trainer import default_device
 from ..data import data_root, extract_patches, load_image_folder, load_knee_slices
 from ..io import load, save
@@ -130,9 +130,9 @@ def meta_train(inner_loss: str, tasks, cfg: dict, device, seed: int, out: Path |
     else:
         model = MetaPDNet(depth=cfg["depth"], channels=cfg["channels"])
     trainer = MetaTrainer(
-        model, tasks, inner_loss=inner_loss, inner_steps=cfg["inner_steps"], inner_lr=cfg["inner_lr"],
-        lam=cfg["lam"], outer_lr=cfg["outer_lr"], batch_size=cfg["batch_size"], device=device, seed=seed,
-        progress=sys.stderr.isatty(),
+        model, tasks, inner=InnerLoop(steps=cfg["inner_steps"], lr=cfg["inner_lr"], lam=cfg["lam"]),
+        outer=OuterOptimizer(lr=cfg["outer_lr"]), inner_loss=inner_loss, batch_size=cfg["batch_size"], device=device,
+        seed=seed, progress=sys.stderr.isatty(),
     )
     if reuse is not None:
         trainer.step = steps
