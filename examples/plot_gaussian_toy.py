@@ -22,7 +22,7 @@ import deepinv as dinv
 import matplotlib.pyplot as plt
 import torch
 
-from deepinv_meta import LinearModel, MetaTrainer
+from deepinv_meta import InnerLoop, LinearModel, MetaTrainer, OuterOptimizer
 from deepinv_meta.benchmarks.gaussian_toy import adapt_to_mask, im_to_ker, relative_error
 from deepinv_meta.models.bayes import gaussian_bayes_estimator, operator_matrix, shared_kernel_rows
 from deepinv_meta.toy import hole_corners, mask_of, sample_images, smooth_covariance, toy_task
@@ -51,9 +51,10 @@ def bayes_map(mask):
 
 inner = dict(optimizer="sgd", lr=12.0, momentum=0.5)
 task = toy_task("area_A", train_corners, train_images, test_images, hole, seed=0)
-trainer = MetaTrainer(LinearModel((1, size, size), init="zeros"), [task], inner_loss="unsupervised",
-                      inner_steps=20, inner_lr=inner["lr"], inner_optimizer=inner["optimizer"],
-                      inner_momentum=inner["momentum"], outer_lr=0.03, batch_size=256, outer_lr_decay_steps=600,
+inner_loop = InnerLoop(steps=20, lr=inner["lr"], optimizer=inner["optimizer"],
+                       optimizer_kwargs={"momentum": inner["momentum"]} if inner["momentum"] else None)
+trainer = MetaTrainer(LinearModel((1, size, size), init="zeros"), [task], inner=inner_loop,
+                      outer=OuterOptimizer(lr=0.03, decay_steps=600), inner_loss="unsupervised", batch_size=256,
                       device="cpu", progress=False)
 trainer.train(steps=600)
 meta = trainer.model

@@ -26,7 +26,7 @@ with DPIR and a wavelet prior.
 import matplotlib.pyplot as plt
 import torch
 
-from deepinv_meta import MetaPDNet, MetaTrainer, finetune
+from deepinv_meta import InnerLoop, MetaPDNet, MetaTrainer, OuterOptimizer, finetune
 from deepinv_meta.baselines import Adjoint, Bicubic, psnr_per_image, tgv
 from deepinv_meta.data import center_crop, embedded_images, extract_patches
 from deepinv_meta.tasks import decimation, meta_prior_tasks
@@ -36,8 +36,8 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 train_images = embedded_images(("coins", "moon", "text", "brick", "grass", "gravel", "page", "clock", "chelsea"))
 tasks = meta_prior_tasks(train_images, patch_size=32)
 model = MetaPDNet(depth=10, channels=16)
-trainer = MetaTrainer(model, tasks, inner_loss="unsupervised", inner_steps=1, outer_lr=5e-3, batch_size=4,
-                      device=device, progress=False)
+trainer = MetaTrainer(model, tasks, inner=InnerLoop(steps=1, lr=1e-3), outer=OuterOptimizer(lr=5e-3),
+                      inner_loss="unsupervised", batch_size=4, device=device, progress=False)
 history = trainer.train(steps=120, max_time=90)
 
 plt.figure(figsize=(5, 3))
@@ -77,7 +77,8 @@ for name, start in (("meta-init", trainer.model), ("random init", random_init)):
             if k in steps:
                 scores[k] = psnr_per_image(current, sr_test, y_test, x_test).mean().item()
 
-        adapted[(name, loss)] = finetune(start, sr_ft, y_ft, x=x_ft, steps=max(steps), loss=loss, lr=1e-3, on_step=record)
+        adapted[(name, loss)] = finetune(start, sr_ft, y_ft, x=x_ft, inner=InnerLoop(steps=max(steps), lr=1e-3), loss=loss,
+                                         on_step=record)
         curves[(name, loss)] = scores
 
 plt.figure(figsize=(5, 3.5))
