@@ -380,6 +380,20 @@ class _ImplicitMetaGradient(torch.autograd.Function):
         return (None, None, *ctx.solve(grads))
 
 
+def settings_object(caller: str, given, legacy: dict, option: str):
+    """The settings object a caller was given (``option=``, e.g. ``inner=InnerLoop(...)``), or ``None`` when the
+    keywords of earlier versions (``legacy``) are to build it, with a ``DeprecationWarning``; both is an error."""
+    if given is not None:
+        if legacy:
+            raise ValueError(f"{caller} got {option.split('=')[0]}= and {sorted(legacy)}: the object carries those "
+                             "settings; pass one or the other.")
+        return given
+    if legacy:
+        warnings.warn(f"{caller}({', '.join(sorted(legacy))}=...) is deprecated: pass {option}.",
+                      DeprecationWarning, stacklevel=4)
+    return None
+
+
 def legacy_inner_loop(caller: str, inner: "InnerLoop | None", legacy: dict, names: dict, momentum: str,
                       steps: int) -> "InnerLoop":
     """``inner``, or the :class:`InnerLoop` that the keywords of earlier versions describe (with a
@@ -388,15 +402,8 @@ def legacy_inner_loop(caller: str, inner: "InnerLoop | None", legacy: dict, name
     unknown = sorted(set(legacy) - set(names) - {momentum})
     if unknown:
         raise TypeError(f"{caller} got unexpected keyword arguments {unknown}.")
-    if inner is not None:
-        if legacy:
-            raise ValueError(f"{caller} got inner= and {sorted(legacy)}: the InnerLoop carries those settings; "
-                             "pass one or the other.")
+    if settings_object(caller, inner, legacy, "inner=InnerLoop(...)") is not None:
         return inner
-    if legacy:
-        warnings.warn(f"{caller}({', '.join(sorted(legacy))}=...) is deprecated: pass inner=InnerLoop(...).",
-                      DeprecationWarning, stacklevel=3)
     kwargs = {"steps": steps, **{name: legacy.get(key, default) for key, (name, default) in names.items()}}
     kwargs["optimizer_kwargs"] = momentum_kwargs(kwargs.get("optimizer", "adam"), legacy.get(momentum, 0.0))
     return InnerLoop(**kwargs)
-

@@ -13,7 +13,6 @@ import copy
 import logging
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from torch import nn
 from ..io import FileLock, atomic_save, remove_stale_temporaries, safe_load, weights_checksum
 from ..progress import Progress
 from ..losses import check_loss_name, data_loss, loss_label, outer_loss_function, supervised_loss
-from .inner import InnerLoop, NonFiniteLossError, check_finite, legacy_inner_loop
+from .inner import InnerLoop, NonFiniteLossError, check_finite, legacy_inner_loop, settings_object
 
 logger = logging.getLogger("deepinv_meta")
 
@@ -83,14 +82,8 @@ LEGACY_OUTER_SETTINGS = {"outer_lr": "lr", "lr_scales": "lr_scales", "outer_lr_d
 
 def legacy_outer_optimizer(outer: OuterOptimizer | None, legacy: dict) -> OuterOptimizer:
     """``outer``, or the :class:`OuterOptimizer` the keywords of earlier versions describe."""
-    if outer is not None:
-        if legacy:
-            raise ValueError(f"MetaTrainer got outer= and {sorted(legacy)}: the OuterOptimizer carries those "
-                             "settings; pass one or the other.")
+    if settings_object("MetaTrainer", outer, legacy, "outer=OuterOptimizer(...)") is not None:
         return outer
-    if legacy:
-        warnings.warn(f"MetaTrainer({', '.join(sorted(legacy))}=...) is deprecated: pass outer=OuterOptimizer(...).",
-                      DeprecationWarning, stacklevel=3)
     return OuterOptimizer(**{LEGACY_OUTER_SETTINGS[k]: v for k, v in legacy.items()})
 
 
