@@ -114,6 +114,10 @@ def run_reconstruct(measurements, out, *, physics: str, model="meta-prior-unsupe
         check_output(target, "PNG image", inputs=paths + ([mask] if mask else []), force=force)
     ys = {path: read_measurement(path, physics, color).to(device) for path in paths}
     base = load_model(model).to(device)
+    channels = getattr(base, "img_size", (None,))[0]
+    if physics != "mri" and channels is not None and any(y.shape[1] != channels for y in ys.values()):
+        raise ValueError(f"{model} makes {channels}-channel images but the measurements have "
+                         f"{next(iter(ys.values())).shape[1]}; " + ("add --color." if channels == 3 else "drop --color."))
     groups: dict[tuple, list[Path]] = {}
     for path, y in ys.items():
         groups.setdefault(tuple(y.shape), []).append(path)

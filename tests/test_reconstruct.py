@@ -65,3 +65,13 @@ def test_inputs_are_never_overwritten(tmp_path):
     measurement = png(tmp_path / "y.png", torch.rand(1, 16, 16))
     code, _, err = run(image, measurement, "--physics", "denoising", "--out", tmp_path, "--steps", "1")
     assert code == 2 and "also an input" in err
+
+
+def test_a_test_time_optimiser_from_the_zoo_reconstructs_and_names_a_channel_mismatch(tmp_path):
+    noisy = tmp_path / "noisy.png"
+    Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)).save(noisy)
+    code, out, err = run(noisy, "--physics", "denoising", "--model", "metadip", "--out", tmp_path / "rec")
+    assert code == 2 and "add --color" in err
+    code, out, err = run(noisy, "--physics", "denoising", "--model", "metadip", "--color", "--out", tmp_path / "rec")
+    assert code == 0, err
+    assert Image.open(tmp_path / "rec" / "noisy_reconstruction.png").size == (32, 32)
