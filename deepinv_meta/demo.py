@@ -12,6 +12,7 @@ unsupervised loss. ``--train-minutes M`` meta-trains a small model from scratch 
 from __future__ import annotations
 
 import json
+import textwrap
 import platform
 import time
 from pathlib import Path
@@ -137,7 +138,7 @@ def _figure(images: dict, x: torch.Tensor, path) -> None:
             axes[i, j].imshow(image[0].clamp(0, 1).cpu(), cmap="gray", vmin=0, vmax=1)
             axes[i, j].set_axis_off()
             if i == 0:
-                axes[i, j].set_title(name, fontsize=7)
+                axes[i, j].set_title("\n".join(textwrap.wrap(name, 24)), fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
