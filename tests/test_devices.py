@@ -97,3 +97,31 @@ def test_reconstructors_run_on_the_device_under_no_grad(device, name):
     with torch.no_grad():  # as dinv.test evaluates
         x_hat = model(y, physics)
     assert x_hat.shape == (2, 1, 16, 16) and x_hat.device.type == device and torch.isfinite(x_hat).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_campaign_runs_resumes_and_exports_on_the_device(device, tmp_path, monkeypatch):
+    """The campaign machinery on the device: a chunk, a checkpoint, a resume, a zoo export loadable on the CPU."""
+    import json
+
+    from helpers import make_small_tasks
+
+    from deepinv_meta import campaign as campaign_module
+    from deepinv_meta import pretrained
+    from deepinv_meta.campaign import Run, Setup, run_campaign
+
+    def build(root, device):
+        tasks = make_small_tasks()
+        return Setup(trainer_args=dict(inner=InnerLoop(steps=1), inner_loss="unsupervised", batch_size=2),
+                     model=MetaPDNet(depth=2, channels=4), tasks=tasks, validation_tasks=None,
+                     provenance={"training_data": "random", "tasks": [t.name for t in tasks], "validation": "MSE"})
+
+    monkeypatch.setitem(campaign_module.CAMPAIGNS, "tiny", [Run("tiny-model", build)])
+    monkeypatch.setenv("DEEPINV_META_DATA", str(tmp_path))
+    for _ in range(2):
+        records = run_campaign("tiny", 0.02, device=device, folder=tmp_path / "c", chunk_minutes=0.02,
+                               zoo=tmp_path / "zoo", log=lambda m: None)
+    assert records[0]["device"] == torch.device(device).type
+    state = json.loads((tmp_path / "c" / "tiny" / "tiny-model.json").read_text())
+    assert state["gpu_minutes" if device == "cuda" else "cpu_minutes"] > 0 and state["steps"] >= 2
+    assert next(pretrained.load("tiny-model", zoo=tmp_path / "zoo").parameters()).device.type == "cpu"
