@@ -83,6 +83,8 @@ def load_model(spec, return_metadata: bool = False):
     path = Path(spec)
     if not path.exists() and str(spec) in pretrained.available():
         model = pretrained.load(str(spec))
+        if pretrained.available()[str(spec)].get("notes"):
+            print(f"note on {spec}: {pretrained.available()[str(spec)]['notes']}", flush=True)
         return (model, {"zoo": str(spec)}) if return_metadata else model
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not a model file.")
