@@ -19,6 +19,7 @@ goes to the run furthest behind its share of this session's minutes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import json
@@ -33,7 +34,7 @@ import deepinv as dinv
 import torch
 
 from .bilevel import InnerLoop, MetaTrainer, OuterOptimizer
-from .io import FileLock, remove_stale_temporaries
+from .io import FileLock, atomic_write_json, remove_stale_temporaries
 from .tasks import Task
 
 ROLLBACK_ABOVE = 3.0  # a held-out loss above this multiple of the best one is a blow-up
@@ -194,8 +195,7 @@ class ActiveRun:
         self.device, self.threads = torch.device(device), threads
         self.checkpoint = folder / f"{run.zoo_name}.trainer.pt"
         self.state_file = folder / f"{run.zoo_name}.json"
-        for path in (self.checkpoint, self.state_file):  # a killed writer's leftovers (the campaign lock is ours)
-            remove_stale_temporaries(path)
+        remove_stale_temporaries(self.state_file)  # a killed writer's leftovers (the trainer cleans its checkpoint's)
         self.state = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {
             "cpu_minutes": 0.0, "gpu_minutes": 0.0, "best_loss": None, "best_step": None, "exports": 0}
         setup = run.build(data_root, self.device)
@@ -231,7 +231,7 @@ class ActiveRun:
             self.export(loss)
         self.state["steps"] = self.trainer.step
         self.state["last_update"] = record["time_utc"]
-        _write_json(self.state_file, self.state)
+        atomic_write_json(self.state, self.state_file)
         return record
 
     def export(self, loss: float) -> None:
@@ -267,10 +267,9 @@ def run_campaign(name: str, minutes: float, *, threads: int = 1, device="cpu", f
     root = find_data_root(data_root)
     names = sorted(CAMPAIGNS) if name == "all" else [name]
     records = []
-    locks = [FileLock(Path(folder) / n / "campaign") for n in names]
-    for lock in locks:
-        lock.__enter__()
-    try:
+    with contextlib.ExitStack() as held:  # every folder locked, and each lock released even if a later one fails
+        for n in names:
+            held.enter_context(FileLock(Path(folder) / n / "campaign"))
         active = []
         for n in names:
             for run in CAMPAIGNS[n]:
@@ -285,9 +284,6 @@ def run_campaign(name: str, minutes: float, *, threads: int = 1, device="cpu", f
                 f"(PSNR {record['val_psnr']:.2f} dB), {record['s_per_step']} s/step"
                 + (", rolled back" if record["rolled_back"] else "") + (", exported to the zoo" if record["exported"] else ""))
             write_reports(Path(folder) / current.campaign, [a for a in active if a.campaign == current.campaign], record)
-    finally:
-        for lock in locks:
-            lock.__exit__(None, None, None)
     return records
 
 
@@ -305,7 +301,8 @@ def write_reports(folder: Path, runs: list[ActiveRun], record: dict) -> None:
         if new:
             writer.writeheader()
         writer.writerow(record)
-    rows = list(csv.DictReader(open(log_file)))
+    with open(log_file, newline="") as f:
+        rows = list(csv.DictReader(f))
     plot_curve(rows, folder / "curve.png", folder.name)
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 2**20
     lines = [f"# Campaign `{folder.name}`", "",
@@ -351,12 +348,6 @@ def plot_curve(rows: list[dict], path: Path, title: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    tmp.replace(path)
-
-
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
     tmp.replace(path)
 
 

@@ -34,7 +34,7 @@ from .bilevel.inner import momentum_kwargs
 from .bilevel.trainer import default_device
 from .data import (EMBEDDED_TEST, EMBEDDED_TRAIN, as_complex, center_crop, data_root, embedded_images,
                    extract_patches, load_image_folder)
-from .io import load, save, weights_checksum
+from .io import atomic_write_json, load, save, weights_checksum
 from .losses import equivariant_objective
 from .models import MetaPDNet
 from .physics import PHYSICS, build_physics, physics_parameters
@@ -393,10 +393,7 @@ def tune_baselines(spec: dict, tuning: BaselineTuning, size: int, device) -> lis
                  if edges else ""), flush=True)
         tuned.append((f"{name} ({shown})", build(**params)))
     if tuning.cache:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(cache_file.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        os.replace(tmp, cache_file)
+        atomic_write_json(cache, cache_file, indent=1)
     return tuned
 
 

@@ -112,15 +112,14 @@ def run_demo(*, train_minutes: float | None = None, steps: int = 30, size: int =
 
 
 def _offline_denoiser(device):
-    """The offline grey FFDNet of ``$DEEPINV_META_DATA`` for DPIR, or ``None`` (the row is then left out)."""
-    from .data import data_root
+    """The offline grey FFDNet that ``evaluate`` uses by default, or ``None`` (the DPIR row is then left out)."""
+    from .commands import default_denoiser
     from .weights import load_denoiser
 
     try:
-        path = data_root() / "weights/ipol_ffdnet/net_gray.pth"
-    except FileNotFoundError:
+        return load_denoiser(default_denoiser(), device=device)
+    except ValueError:  # no $DEEPINV_META_DATA, or no FFDNet weights in it
         return None
-    return load_denoiser(path, device=device) if path.is_file() else None
 
 
 def _figure(images: dict, x: torch.Tensor, path) -> None:

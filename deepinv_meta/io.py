@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import pickle
 import tempfile
@@ -40,6 +41,16 @@ def _disk_full(error: BaseException) -> bool:
         return True
     text = str(error)
     return isinstance(error, RuntimeError) and "inline_container" in text and "write" in text.lower()
+
+
+def atomic_write_json(value, path: str | os.PathLike, indent: int = 2) -> Path:
+    """Write ``value`` as JSON to a temporary file beside ``path``, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=indent) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def safe_load(path: str | os.PathLike, map_location="cpu"):
@@ -149,13 +160,22 @@ def load(path: str | os.PathLike, map_location="cpu", return_metadata: bool = Fa
     metadata = payload.get("metadata", {})
     if "model_class" in payload:  # a MetaTrainer checkpoint
         payload = {"class": payload["model_class"], "config": payload["model_config"], "state_dict": payload["model"]}
+    model = model_from_payload(payload, path)
+    return (model, metadata) if return_metadata else model
+
+
+def model_from_payload(payload: dict, path, left_out=()) -> torch.nn.Module:
+    """The model a ``{"class", "config", "state_dict"}`` payload describes; weights whose names start with one of
+    ``left_out`` may be missing (they are filled elsewhere, e.g. the zoo's external weights)."""
     classes = model_classes()
     if payload.get("class") not in classes:
         raise ValueError(f"{path}: unknown model class {payload.get('class')!r}; known: {sorted(classes)}.")
-    cls = classes[payload["class"]]
-    model = getattr(cls, "from_config", cls)(**payload["config"])
-    model.load_state_dict(payload["state_dict"])
-    return (model, metadata) if return_metadata else model
+    model = getattr(classes[payload["class"]], "from_config", classes[payload["class"]])(**payload["config"])
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    missing = [k for k in missing if not k.startswith(tuple(left_out))]
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit {payload['class']} (missing {missing}, unexpected {unexpected}).")
+    return model
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_save, model_classes, payload_of, sha256_file
+from ..io import atomic_save, atomic_write_json, model_from_payload, payload_of, safe_load, sha256_file
 from ..models import zoo as _zoo
 
 HERE = Path(__file__).resolve().parent
@@ -77,15 +77,8 @@ def load(name: str, device="cpu", *, denoiser: str | os.PathLike | None = None, 
     """
     path = weights_path(name, zoo)
     entry = read_registry(zoo)[name]
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    classes = model_classes()
-    cls = classes[payload["class"]]
-    model = getattr(cls, "from_config", cls)(**payload["config"])
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     external = entry.get("external", {})
-    left = [k for k in missing if not any(k.startswith(prefix) for prefix in external)]
-    if left or unexpected:
-        raise ValueError(f"{path}: weights do not fit {payload['class']} (missing {left}, unexpected {unexpected}).")
+    model = model_from_payload(safe_load(path), path, left_out=tuple(external))
     for prefix, source in external.items():
         _load_external(model, prefix, source, denoiser, name)
     return model.to(device).eval()
@@ -127,9 +120,7 @@ def export(model, name: str, *, metadata: dict, zoo: str | os.PathLike = HERE, e
         entry["external"] = external
     registry = read_registry(zoo)
     registry[name] = entry
-    tmp = zoo / (REGISTRY + ".tmp")
-    tmp.write_text(json.dumps(dict(sorted(registry.items())), indent=2) + "\n")
-    os.replace(tmp, zoo / REGISTRY)
+    atomic_write_json(dict(sorted(registry.items())), zoo / REGISTRY)
     return entry
 
 
