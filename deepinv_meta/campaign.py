@@ -6,7 +6,8 @@ in chunks of at most ``chunk_minutes`` (5 by default, so a killed run loses at m
 after each chunk:
 
 1. validates the adapted model on held-out images (keep-best; a loss above ``rollback_above`` times
-   the best one is a blow-up, rolled back with half the outer learning rate),
+   the best one is a blow-up, rolled back with half the outer learning rate; ``PLATEAU_CHUNKS`` chunks in a
+   row without a new best halve the outer learning rate too, as ``ReduceLROnPlateau`` would),
 2. writes the trainer checkpoint atomically (the next run continues bit-exactly),
 3. appends a line to ``log.csv``, redraws ``curve.png`` and rewrites ``STATUS.md`` (total CPU and GPU
    minutes, steps, best validation, size on disk),
@@ -38,6 +39,7 @@ from .io import FileLock, atomic_write_json, remove_stale_temporaries
 from .tasks import Task
 
 ROLLBACK_ABOVE = 3.0  # a held-out loss above this multiple of the best one is a blow-up
+PLATEAU_CHUNKS = 4  # validations in a row without a new best before the outer lr is halved
 
 
 @dataclass
@@ -178,11 +180,12 @@ def with_normalisation(model, offset: float, scale: float):
 
 
 CAMPAIGNS = {
-    "meta-prior": [Run("meta-prior-unsupervised", _meta_prior("unsupervised"), 0.3),
-                   Run("meta-prior-supervised", _meta_prior("supervised"), 0.2)],
-    "metadip": [Run("metadip", _metadip, 0.2)],
-    "meta-red": [Run("meta-red-deblur", _meta_red, 0.15)],
-    "variational": [Run("variational-mnist", _variational, 0.15)],
+    # shares: the demo's model first; variational, on a plateau after its warm start, last
+    "meta-prior": [Run("meta-prior-unsupervised", _meta_prior("unsupervised"), 0.4),
+                   Run("meta-prior-supervised", _meta_prior("supervised"), 0.15)],
+    "metadip": [Run("metadip", _metadip, 0.15)],
+    "meta-red": [Run("meta-red-deblur", _meta_red, 0.2)],
+    "variational": [Run("variational-mnist", _variational, 0.1)],
 }
 
 
@@ -215,11 +218,16 @@ class ActiveRun:
         trained = (time.perf_counter() - start) / 60
         loss = self.trainer.validate(ROLLBACK_ABOVE, tasks=self.setup.validation_tasks)
         rolled_back = bool(self.trainer.rollbacks) and self.trainer.rollbacks[-1]["step"] == self.trainer.step
+        improved = math.isfinite(loss) and (self.state["best_loss"] is None or loss < self.state["best_loss"])
+        since_best = 0 if improved or rolled_back else self.state.get("chunks_since_best", 0) + 1
+        if since_best >= PLATEAU_CHUNKS:  # a plateau: smaller outer steps from here
+            self.trainer.lr_factor *= 0.5
+            since_best = 0
+        self.state["chunks_since_best"] = since_best
         self.trainer.save()
         elapsed = (time.perf_counter() - start) / 60
         self.session_minutes += elapsed
         self.state["gpu_minutes" if self.device.type == "cuda" else "cpu_minutes"] += elapsed
-        improved = math.isfinite(loss) and (self.state["best_loss"] is None or loss < self.state["best_loss"])
         record = {"time_utc": _now(), "run": self.run.zoo_name, "step": self.trainer.step,
                   "cpu_minutes": round(self.state["cpu_minutes"], 2), "gpu_minutes": round(self.state["gpu_minutes"], 2),
                   "device": self.device.type, "threads": self.threads, "val_loss": loss,

@@ -56,6 +56,21 @@ def test_a_campaign_resumes_logs_and_exports_to_the_zoo(tiny_campaign):
     assert not list((folder / "tiny").glob("*.tmp")) and not (folder / "tiny" / "campaign.lock").exists()
 
 
+def test_a_plateau_halves_the_outer_learning_rate(tiny_campaign, monkeypatch):
+    folder, zoo = tiny_campaign / "campaigns", tiny_campaign / "zoo"
+    run_campaign("tiny", 0.02, folder=folder, chunk_minutes=0.02, zoo=zoo, log=lambda m: None)
+    state_file = folder / "tiny" / "tiny-model.json"
+    state = json.loads(state_file.read_text())
+    state["best_loss"] = 1e-30  # no later validation can improve on it: every chunk is on the plateau
+    state_file.write_text(json.dumps(state))
+    monkeypatch.setattr(campaign_module, "PLATEAU_CHUNKS", 2)
+    records = run_campaign("tiny", 0.05, folder=folder, chunk_minutes=0.01, zoo=zoo, log=lambda m: None)
+    assert len(records) >= 4 and not any(r["exported"] for r in records)
+    factors = [r["lr_factor"] for r in records]
+    assert factors[:4] == [1.0, 0.5, 0.5, 0.25]  # halved at every second chunk without a new best
+    assert torch.load(folder / "tiny" / "tiny-model.trainer.pt", weights_only=True)["lr_factor"] == factors[-1]
+
+
 def test_a_tampered_zoo_file_is_refused(tiny_campaign):
     zoo = tiny_campaign / "zoo"
     run_campaign("tiny", 0.02, folder=tiny_campaign / "c", chunk_minutes=0.02, zoo=zoo, log=lambda m: None)
