@@ -21,29 +21,7 @@ import deepinv as dinv
 import torch
 from torch import nn
 
-from .physics import to_physics_input
-
-
-class Adjoint(dinv.models.Reconstructor):
-    r"""The no-learning baseline :math:`A^\top y` (zero-filled reconstruction for MRI and inpainting)."""
-
-    def forward(self, y, physics, **kwargs):
-        return physics.A_adjoint(y)
-
-
-class Bicubic(dinv.models.Reconstructor):
-    """Bicubic interpolation for decimation SR: low-resolution pixel ``j`` sits at high-resolution pixel ``factor * j``."""
-
-    def __init__(self, factor: int):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, y, physics=None, **kwargs):
-        h, w = y.shape[-2:]
-        rows = torch.arange(h * self.factor, device=y.device) / self.factor / max(h - 1, 1) * 2 - 1
-        cols = torch.arange(w * self.factor, device=y.device) / self.factor / max(w - 1, 1) * 2 - 1
-        grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy"), dim=-1).expand(len(y), -1, -1, -1)
-        return torch.nn.functional.grid_sample(y, grid, mode="bicubic", padding_mode="border", align_corners=True)
+from .physics import Adjoint, Bicubic, complex_magnitude, to_physics_input  # noqa: F401 (public here too)
 
 
 class ChannelwiseDenoiser(nn.Module):
@@ -355,13 +333,6 @@ def psnr_per_image(reconstructor, physics, y, x, *, magnitude: bool = False, bat
                 x_hat, target = complex_magnitude(x_hat), complex_magnitude(target)
             values.append(metric(x_hat.clamp(0, 1), target))
     return torch.cat(values)
-
-
-def complex_magnitude(x: torch.Tensor) -> torch.Tensor:
-    """``|x|`` of a (B, 2, H, W) real/imaginary tensor, as (B, 1, H, W)."""
-    if x.shape[1] != 2:
-        raise ValueError(f"expected 2 channels (real, imaginary), got shape {tuple(x.shape)}.")
-    return x.pow(2).sum(1, keepdim=True).sqrt()
 
 
 # the tunable baselines by name, with the grids the command line searches (the benchmarks store their own)

@@ -279,9 +279,15 @@ def dispatch(args) -> int:
     elif args.command == "reconstruct":
         from .reconstruct import run_reconstruct
 
-        run_reconstruct(args.measurements, args.out, physics=args.physics, model=args.model, factor=args.factor,
-                        blur_sigma=args.blur_sigma, mask=args.mask, steps=args.steps, lr=args.lr, loss=args.loss,
-                        color=args.color, device=args.device, force=args.force)
+        from .bilevel import InnerLoop
+        from .commands import RunOptions
+        from .physics import OperatorSpec
+
+        params = {"factor": args.factor} if args.physics == "sr" else (
+            {"blur_sigma": args.blur_sigma} if args.physics == "blur" else {})
+        run_reconstruct(args.measurements, args.out, operator=OperatorSpec.named(args.physics, color=args.color, **params),
+                        model=args.model, mask=args.mask, inner=InnerLoop(steps=args.steps, lr=args.lr), loss=args.loss,
+                        options=RunOptions(device=args.device, force=args.force))
     else:
         return run_workflow(args)
     return 0
@@ -291,29 +297,36 @@ def run_workflow(args) -> int:
     """``train``, ``finetune`` or ``evaluate`` (errors are reported by :func:`main`)."""
     from . import commands
 
+    from .bilevel import InnerLoop, OuterOptimizer
+    from .bilevel.inner import momentum_kwargs
+    from .physics import OperatorSpec
+
+    options = commands.RunOptions(device=args.device, seed=args.seed, progress=True, force=args.force)
+    operator = None if args.command == "train" or args.physics is None else OperatorSpec.named(
+        args.physics, noise=args.noise, seed=args.seed, color=args.color, **physics_options(args))
     if args.command == "train":
-        commands.run_train(
-            args.out, images=args.images, val_images=args.val_images, patch_size=args.patch_size,
-            inner_loss=args.inner_loss, inner_steps=args.inner_steps, inner_lr=args.inner_lr, lam=args.lam,
-            inner_optimizer=args.inner_optimizer, inner_momentum=args.inner_momentum,
-            meta_gradient=args.meta_gradient, outer_lr=args.outer_lr, batch_size=args.batch_size,
-            depth=args.depth, channels=args.channels, steps=args.steps, minutes=args.minutes,
-            checkpoint=args.checkpoint, color=args.color, device=args.device, seed=args.seed,
-            progress=True, force=args.force)
+        from .models import MetaPDNet
+
+        inner = InnerLoop(steps=args.inner_steps, lr=args.inner_lr, optimizer=args.inner_optimizer, lam=args.lam,
+                          first_order=args.meta_gradient == "first-order", implicit=args.meta_gradient == "implicit",
+                          optimizer_kwargs=momentum_kwargs(args.inner_optimizer, args.inner_momentum))
+        images = commands.Images(args.images, color=args.color, size=args.patch_size, batch_size=args.batch_size,
+                                 validation=args.val_images)
+        commands.run_train(args.out, model=MetaPDNet(depth=args.depth, channels=args.channels), images=images,
+                           inner=inner, inner_loss=args.inner_loss, outer=OuterOptimizer(lr=args.outer_lr),
+                           steps=args.steps, minutes=args.minutes, checkpoint=args.checkpoint, options=options)
     elif args.command == "finetune":
-        commands.run_finetune(
-            args.model, args.out, physics=args.physics, noise=args.noise, images=args.images, size=args.size,
-            patches=args.patches, loss=args.loss, transform=args.transform, steps=args.steps, lr=args.lr, lam=args.lam,
-            optimizer=args.optimizer, momentum=args.momentum,
-            batch_size=args.batch_size, color=args.color, device=args.device, seed=args.seed,
-            progress=True, force=args.force, **physics_options(args))
+        inner = InnerLoop(steps=args.steps, lr=args.lr, optimizer=args.optimizer, lam=args.lam,
+                          optimizer_kwargs=momentum_kwargs(args.optimizer, args.momentum))
+        images = commands.Images(args.images, color=args.color, size=args.size, count=args.patches,
+                                 batch_size=args.batch_size)
+        commands.run_finetune(args.model, args.out, operator=operator, images=images, loss=args.loss,
+                              transform=args.transform, inner=inner, options=options)
     else:
         tuning = commands.BaselineTuning(names=tuple(args.baselines), denoiser=args.denoiser, images=args.tune_images,
                                          grids=parse_grids(args.grids), cache=not args.retune)
-        commands.run_evaluate(args.models, physics=args.physics, noise=args.noise, images=args.images,
-                              size=args.size, tuning=tuning, color=args.color, device=args.device, seed=args.seed,
-                              json_out=args.json, figure=args.figure, force=args.force,
-                              **physics_options(args))
+        commands.run_evaluate(args.models, operator=operator, images=commands.Images(args.images, size=args.size),
+                              tuning=tuning, json_out=args.json, figure=args.figure, options=options)
     return 0
 
 

@@ -30,14 +30,12 @@ import torch
 
 from . import baselines
 from .bilevel import InnerLoop, MetaTrainer, OuterOptimizer, finetune
-from .bilevel.inner import momentum_kwargs
 from .bilevel.trainer import default_device
-from .data import (EMBEDDED_TEST, EMBEDDED_TRAIN, as_complex, center_crop, data_root, embedded_images,
-                   extract_patches, load_image_folder)
+from .data import EMBEDDED_TEST, EMBEDDED_TRAIN, center_crop, data_root, embedded_images, extract_patches, load_image_folder
 from .io import atomic_write_json, load, save, weights_checksum
 from .losses import equivariant_objective
 from .models import MetaPDNet
-from .physics import PHYSICS, build_physics, physics_parameters
+from .physics import PHYSICS, OperatorSpec
 from .tasks import meta_prior_tasks
 from .weights import load_denoiser
 
@@ -96,76 +94,93 @@ def load_model(spec, return_metadata: bool = False):
 MODEL = "model or checkpoint (.pt)"
 
 
-def load_images(folder, default_names, color: bool = False) -> list[torch.Tensor]:
-    """Grey ``(1, H, W)`` or RGB ``(3, H, W)`` images of ``folder``, or the embedded images ``default_names``."""
-    if folder is None:
-        return embedded_images(default_names, grey=not color)
-    return load_image_folder(folder, grey=not color)
+@dataclass
+class Images:
+    """The images a command uses and how it draws them.
+
+    :param str folder: an image folder, or ``None`` for scikit-image's bundled images
+        (:data:`~deepinv_meta.data.EMBEDDED_TRAIN` for training and fine-tuning, :data:`~deepinv_meta.data.EMBEDDED_TEST`
+        for testing).
+    :param bool color: RGB instead of grey.
+    :param int size: patch size (train, finetune) or centre-crop size (evaluate).
+    :param int count: patches used (finetune; ``None``: all).
+    :param int batch_size: patches per step (train: per task and outer step; finetune: ``None`` for all).
+    :param str validation: held-out folder for the outer loss (train; ``None``: 20% of the training patches).
+    """
+
+    folder: str | None = None
+    color: bool = False
+    size: int = 64
+    count: int | None = None
+    batch_size: int | None = None
+    validation: str | None = None
+
+    def load(self, default_names) -> list[torch.Tensor]:
+        """Grey ``(1, H, W)`` or RGB ``(3, H, W)`` images of the folder, or the bundled images ``default_names``."""
+        if self.folder is None:
+            return embedded_images(default_names, grey=not self.color)
+        return load_image_folder(self.folder, grey=not self.color)
 
 
-def physics_spec(name: str, noise: float = 0.0, seed: int = 0, color: bool = False, **params) -> dict:
-    """The operator description stored with an adapted model (:func:`~deepinv_meta.physics.build_physics`,
-    which both commands call right after, checks the noise level)."""
-    if color and name == "mri":
-        raise ValueError("mri takes grey images (as complex ones); drop --color.")
-    return {"name": name, "params": physics_parameters(name, **params), "noise": noise, "seed": seed,
-            "channels": 3 if color else 1}
+@dataclass
+class RunOptions:
+    """How a command runs: ``device`` (default: CUDA when available), ``seed``, progress bars, and ``force``
+    (overwrite an existing output file of another kind)."""
+
+    device: str | None = None
+    seed: int = 0
+    progress: bool = True
+    force: bool = False
+
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device) if self.device else default_device()
 
 
-def physics_for(spec: dict, size, device) -> dinv.physics.Physics:
-    return build_physics(spec["name"], tuple(size), channels=spec.get("channels", 1), noise=spec["noise"],
-                         seed=spec["seed"], device=device, **spec["params"])
-
-
-def evenly_spaced(x: torch.Tensor, count: int) -> torch.Tensor:
-    """``count`` of the patches ``x``, taken at a regular stride (spread over all the images)."""
+def evenly_spaced(x: torch.Tensor, count: int | None) -> torch.Tensor:
+    """``count`` of the patches ``x`` (all for ``None``), taken at a regular stride (spread over all the images)."""
+    if count is None:
+        return x
     return x[:: max(len(x) // count, 1)][:count]
 
 
-def as_physics_images(spec: dict, x: torch.Tensor) -> torch.Tensor:
-    return as_complex(x) if spec["name"] == "mri" else x
+def run_train(out, *, model: MetaPDNet | None = None, images: Images | None = None, inner: InnerLoop | None = None,
+              inner_loss: str = "unsupervised", outer: OuterOptimizer | None = None, steps: int = 1000, minutes=None,
+              checkpoint=None, options: RunOptions | None = None) -> MetaTrainer:
+    """Meta-train ``model`` (default ``MetaPDNet(depth=20, channels=32)``) on the Meta-Prior tasks cut from
+    ``images`` (default: 64x64 patches of the bundled images, 8 per task and outer step) and save it to ``out``
+    (:func:`deepinv_meta.load`).
 
-
-def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_loss: str = "unsupervised",
-              inner_steps: int = 1, inner_lr: float = 1e-3, lam: float = 0.0, meta_gradient: str = "maml",
-              inner_optimizer: str = "adam", inner_momentum: float = 0.0,
-              outer_lr: float = 5e-3, batch_size: int = 8, depth: int = 20, channels: int = 32, steps: int = 1000,
-              minutes=None, checkpoint=None, color: bool = False, device=None, seed: int = 0,
-              progress: bool = True, force: bool = False) -> MetaTrainer:
-    """Meta-train a MetaPDNet on the Meta-Prior tasks and save it to ``out`` (:func:`deepinv_meta.load`).
-
-    Training stops after ``steps`` outer steps in total or ``minutes`` minutes, whichever comes first.
-    It checkpoints to ``checkpoint`` (default: ``<out>.trainer.pt``) and a second call with the same
-    settings resumes from there. ``meta_gradient``: ``"maml"``, ``"first-order"`` or ``"implicit"``;
-    ``inner_optimizer`` ``"adam"`` or ``"sgd"`` with ``inner_momentum`` (:class:`~deepinv_meta.MetaTrainer`).
-    Returns the trainer.
+    ``inner`` (default ``InnerLoop(steps=1, lr=1e-3)``: one Adam step, MAML meta-gradient) and ``outer`` (default
+    ``OuterOptimizer(lr=5e-3)``) as in :class:`~deepinv_meta.MetaTrainer`. Training stops after ``steps`` outer steps
+    in total or ``minutes`` minutes, whichever comes first. It checkpoints to ``checkpoint`` (default:
+    ``<out>.trainer.pt``) and a second call with the same settings resumes from there. Returns the trainer.
     """
-    if meta_gradient not in ("maml", "first-order", "implicit"):
-        raise ValueError(f"meta_gradient must be 'maml', 'first-order' or 'implicit', got {meta_gradient!r}.")
+    model = MetaPDNet(depth=20, channels=32) if model is None else model
+    images = Images(size=64, batch_size=8) if images is None else images
+    inner = InnerLoop(steps=1, lr=1e-3) if inner is None else inner
+    outer = OuterOptimizer(lr=5e-3) if outer is None else outer
+    options = options or RunOptions()
     if minutes is not None and not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes!r}.")
     out = Path(out)
-    device = torch.device(device) if device else default_device()
+    device = options.torch_device()
     checkpoint = Path(checkpoint) if checkpoint else out.with_name(out.name + ".trainer.pt")
     if out.resolve() == checkpoint.resolve():
         raise ValueError(f"--out and --checkpoint are the same file ({out}): the meta-model would overwrite the "
                          "trainer state; use two paths.")
-    check_output(out, MODEL, force=force)
-    check_output(checkpoint, MODEL, force=force, option="--checkpoint")
-    torch.manual_seed(seed)
-    tasks = meta_prior_tasks(load_images(images, EMBEDDED_TRAIN, color),
-                             None if val_images is None else load_image_folder(val_images, grey=not color),
-                             patch_size=patch_size, seed=seed)
-    inner = InnerLoop(steps=inner_steps, lr=inner_lr, optimizer=inner_optimizer, lam=lam,
-                      first_order=meta_gradient == "first-order", implicit=meta_gradient == "implicit",
-                      optimizer_kwargs=momentum_kwargs(inner_optimizer, inner_momentum))
-    trainer = MetaTrainer(MetaPDNet(depth=depth, channels=channels), tasks, inner=inner, inner_loss=inner_loss,
-                          outer=OuterOptimizer(lr=outer_lr), batch_size=batch_size, device=device, seed=seed,
-                          checkpoint=checkpoint,
-                          progress=progress)
-    print(f"meta-training MetaPDNet(depth={depth}, channels={channels}) on {len(tasks[0].train_data)} patches "
-          f"{patch_size}x{patch_size} ({len(tasks[0].test_data)} held out), tasks: {', '.join(t.name for t in tasks)}; "
-          f"{inner_loss} inner loss | device {device}")
+    check_output(out, MODEL, force=options.force)
+    check_output(checkpoint, MODEL, force=options.force, option="--checkpoint")
+    torch.manual_seed(options.seed)
+    tasks = meta_prior_tasks(images.load(EMBEDDED_TRAIN),
+                             None if images.validation is None else load_image_folder(images.validation,
+                                                                                      grey=not images.color),
+                             patch_size=images.size, seed=options.seed)
+    trainer = MetaTrainer(model, tasks, inner=inner, inner_loss=inner_loss, outer=outer,
+                          batch_size=images.batch_size or 8, device=device, seed=options.seed, checkpoint=checkpoint,
+                          progress=options.progress)
+    print(f"meta-training {type(model).__name__}({', '.join(f'{k}={v}' for k, v in model.config.items())}) on "
+          f"{len(tasks[0].train_data)} patches {images.size}x{images.size} ({len(tasks[0].test_data)} held out), tasks: "
+          f"{', '.join(t.name for t in tasks)}; {inner_loss} inner loss | device {device}")
     if trainer.step:
         print(f"resuming from {checkpoint} at outer step {trainer.step}")
     start = time.perf_counter()
@@ -176,114 +191,111 @@ def run_train(out, *, images=None, val_images=None, patch_size: int = 64, inner_
     psnr = dinv.loss.metric.PSNR()
     scores = trainer.evaluate(metric=lambda a, b: psnr(a.clamp(0, 1), b))
     print(f"{trainer.step} outer steps ({seconds:.0f} s this run); PSNR on held-out patches, meta-model / after "
-          f"{inner_steps} inner step(s): " + ", ".join(f"{t} {s['meta']:.2f} / {s['adapted']:.2f}" for t, s in scores.items()))
+          f"{inner.steps} inner step(s): " + ", ".join(f"{t} {s['meta']:.2f} / {s['adapted']:.2f}" for t, s in scores.items()))
     print(f"meta-model saved to {out} (checkpoint for resuming: {checkpoint})")
     return trainer
 
 
-def run_finetune(model_path, out, *, physics: str = "sr", noise: float = 0.0, images=None, size: int = 64,
-                 patches: int = 32, loss: str = "equivariant", transform: str = "shift", steps: int = 50,
-                 lr: float = 1e-3, lam: float = 0.0, optimizer: str = "adam", momentum: float = 0.0, batch_size=None,
-                 color: bool = False, device=None, seed: int = 0, progress: bool = True, force: bool = False,
-                 **physics_params):
-    """Fine-tune a saved model on ``patches`` patches (``size`` × ``size``) measured by an unseen operator.
+def run_finetune(model_path, out, *, operator: OperatorSpec, images: Images | None = None, loss: str = "equivariant",
+                 transform: str = "shift", inner: InnerLoop | None = None, options: RunOptions | None = None):
+    """Fine-tune a saved model on patches of ``images`` (default: 32 patches 64x64 of the bundled images, all in
+    every step) measured by an unseen ``operator``, with ``inner`` (default ``InnerLoop(steps=50, lr=1e-3)``).
 
-    The operator (``physics`` and its parameters, see :func:`~deepinv_meta.physics.build_physics`) is
-    stored with the adapted model, so that :func:`run_evaluate` rebuilds it. ``transform`` (``"shift"`` or
-    ``"rotate"``, :func:`~deepinv_meta.losses.equivariance_transform`) is the equivariant loss's; ``optimizer``
-    and ``momentum`` as in :func:`~deepinv_meta.finetune`. Returns the adapted model.
+    The operator is stored with the adapted model, so that :func:`run_evaluate` rebuilds it. ``transform``
+    (``"shift"`` or ``"rotate"``, :func:`~deepinv_meta.losses.equivariance_transform`) is the equivariant loss's.
+    Returns the adapted model.
     """
+    images = Images(size=64, count=32) if images is None else images
+    inner = InnerLoop(steps=50, lr=1e-3) if inner is None else inner
+    options = options or RunOptions()
     if transform != "shift" and loss != "equivariant":
         raise ValueError(f"--transform {transform} only applies to --loss equivariant (got --loss {loss}).")
-    device = torch.device(device) if device else default_device()
-    spec = physics_spec(physics, noise=noise, seed=seed, color=color, **physics_params)
-    check_output(out, MODEL, inputs=[model_path], force=force)
+    if operator.channels != (3 if images.color else 1):
+        raise ValueError(f"the operator is for {operator.channels}-channel images but images.color is {images.color}.")
+    device = options.torch_device()
+    check_output(out, MODEL, inputs=[model_path], force=options.force)
     model, metadata = load_model(model_path, return_metadata=True)
     model = model.to(device)
-    x = extract_patches(load_images(images, EMBEDDED_TRAIN, color), size)
-    x = as_physics_images(spec, evenly_spaced(x, patches)).to(device)
-    operator = physics_for(spec, (size, size), device)
-    y = operator(x)
+    x = extract_patches(images.load(EMBEDDED_TRAIN), images.size)
+    x = operator.as_input(evenly_spaced(x, images.count)).to(device)
+    physics = operator.build((images.size, images.size), device)
+    y = physics(x)
     label = f"{loss} ({transform})" if loss == "equivariant" else loss
-    print(f"fine-tuning {model_path} on {len(x)} patches {size}x{size}, physics {spec['name']} {spec['params']} "
-          f"(noise {noise}), {steps} {label} steps | device {device}")
+    print(f"fine-tuning {model_path} on {len(x)} patches {images.size}x{images.size}, physics {operator}, "
+          f"{inner.steps} {label} steps | device {device}")
     objective = loss
     if loss == "equivariant":
-        objective = equivariant_objective(transform, torch.Generator(device).manual_seed(seed + 1))
-    inner = InnerLoop(steps=steps, lr=lr, optimizer=optimizer, lam=lam, optimizer_kwargs=momentum_kwargs(optimizer, momentum))
-    adapted, losses = finetune(model, operator, y, x=x if loss == "supervised" else None, inner=inner, loss=objective,
-                               batch_size=batch_size, seed=seed, progress=progress, return_losses=True)
-    save(adapted, out, physics=spec, finetune={"from": str(model_path), "loss": loss, "steps": steps, "lr": lr,
-                                               "lam": lam, "optimizer": optimizer, "momentum": momentum,
-                                               "patches": len(x), "size": size,
-                                               **({"transform": transform} if loss == "equivariant" else {})},
+        objective = equivariant_objective(transform, torch.Generator(device).manual_seed(options.seed + 1))
+    adapted, losses = finetune(model, physics, y, x=x if loss == "supervised" else None, inner=inner, loss=objective,
+                               batch_size=images.batch_size, seed=options.seed, progress=options.progress,
+                               return_losses=True)
+    save(adapted, out, physics=operator.to_dict(),
+         finetune={"from": str(model_path), "loss": loss, "steps": inner.steps, "lr": inner.lr, "lam": inner.lam,
+                   "optimizer": inner.optimizer, "momentum": inner.optimizer_kwargs.get("momentum", 0.0), "patches": len(x), "size": images.size,
+                   **({"transform": transform} if loss == "equivariant" else {})},
          **{k: v for k, v in metadata.items() if k not in ("physics", "finetune")})
     if losses:
         print(f"{loss} loss {losses[0]:.3e} -> {losses[-1]:.3e}; adapted model saved to {out}")
     return adapted
 
 
-def run_evaluate(model_paths, *, physics: str | None = None, noise: float = 0.0, images=None, size: int = 128,
-                 tuning: "BaselineTuning | None" = None, color: bool = False,
-                 device=None, seed: int = 0, json_out=None, figure=None, force: bool = False,
-                 **physics_params) -> list[dict]:
-    """PSNR (mean ± std over the test images, centre-cropped to ``size``) of each saved model.
+def run_evaluate(model_paths, *, operator: OperatorSpec | None = None, images: Images | None = None,
+                 tuning: "BaselineTuning | None" = None, json_out=None, figure=None,
+                 options: RunOptions | None = None) -> list[dict]:
+    """PSNR (mean ± std over the test ``images``, default the bundled ones centre-cropped to 128) of each saved model.
 
-    The operator is ``physics`` (with ``noise`` and its parameters) or, if ``None``, the one stored
-    with the fine-tuned models by :func:`run_finetune` (they must agree). ``tuning`` (:class:`BaselineTuning`)
-    adds deepinv solvers with their parameters grid-searched on other images than the test ones (cached
-    per operator, grid and tuning images). Prints a table, writes it to ``json_out`` if given and the
-    reconstructions of the first test image to the PNG ``figure`` if given, and returns the rows.
+    The operator is ``operator`` or, if ``None``, the one stored with the fine-tuned models by :func:`run_finetune`
+    (they must agree). ``tuning`` (:class:`BaselineTuning`) adds deepinv solvers with their parameters grid-searched
+    on other images than the test ones (cached per operator, grid and tuning images). Prints a table, writes it to
+    ``json_out`` if given and the reconstructions of the first test image to the PNG ``figure`` if given, and
+    returns the rows.
     """
+    images = Images(size=128) if images is None else images
+    options = options or RunOptions()
+    size = images.size
     model_paths = [Path(p) for p in model_paths]
     if not model_paths:
         raise ValueError("give at least one model file to evaluate.")
     if json_out is not None:
-        check_output(json_out, "JSON", inputs=model_paths, force=force, option="--json")
+        check_output(json_out, "JSON", inputs=model_paths, force=options.force, option="--json")
     if figure is not None:
-        check_output(figure, "PNG image", inputs=model_paths, force=force, option="--figure")
-    device = torch.device(device) if device else default_device()
+        check_output(figure, "PNG image", inputs=model_paths, force=options.force, option="--figure")
+    device = options.torch_device()
     loaded = [load_model(path, return_metadata=True) for path in model_paths]
     stored = {json.dumps(meta["physics"], sort_keys=True) for _, meta in loaded if "physics" in meta}
-    if physics is not None:
-        spec = physics_spec(physics, noise=noise, seed=seed, color=color, **physics_params)
-    elif len(stored) == 1:
-        spec = json.loads(stored.pop())
-    else:
-        raise ValueError(("none of the models was fine-tuned by `deepinv-meta finetune`, so none says"
-                          if not stored else "the models were fine-tuned for different operators, so they do not say")
-                         + f" which operator to use; pass --physics (one of {sorted(PHYSICS)}).")
-    test = load_images(images, EMBEDDED_TEST, spec.get("channels", 1) == 3)
+    if operator is None:
+        if len(stored) != 1:
+            raise ValueError(("none of the models was fine-tuned by `deepinv-meta finetune`, so none says"
+                              if not stored else "the models were fine-tuned for different operators, so they do not "
+                              "say") + f" which operator to use; pass --physics (one of {sorted(PHYSICS)}).")
+        operator = OperatorSpec.from_dict(json.loads(stored.pop()))
+    test = Images(images.folder, color=operator.channels == 3).load(EMBEDDED_TEST)
     small = [tuple(im.shape[-2:]) for im in test if min(im.shape[-2:]) < size]
     if small:
         raise ValueError(f"{len(small)} test image(s) are smaller than --size {size} (e.g. {small[0]}); use a "
                          "smaller --size.")
-    x = as_physics_images(spec, torch.stack([center_crop(im, size) for im in test])).to(device)
-    operator = physics_for(spec, (size, size), device)
-    y = operator(x)
-    magnitude = spec["name"] == "mri"
-    methods = [("adjoint A^T y", baselines.Adjoint())]
-    if spec["name"] == "sr":
-        methods.append(("bicubic upsampling", baselines.Bicubic(spec["params"]["factor"])))
-    methods += tune_baselines(spec, tuning or BaselineTuning(), size, device)
+    x = operator.as_input(torch.stack([center_crop(im, size) for im in test])).to(device)
+    physics = operator.build((size, size), device)
+    y = physics(x)
+    methods = operator.references() + tune_baselines(operator, tuning or BaselineTuning(), size, device)
     methods += [(str(path), model.to(device).eval()) for path, (model, _) in zip(model_paths, loaded)]
     rows = []
     for method, model in methods:
         start = time.perf_counter()
-        values = baselines.psnr_per_image(model, operator, y, x, magnitude=magnitude)
+        values = baselines.psnr_per_image(model, physics, y, x, magnitude=operator.complex)
         rows.append({"method": method, "psnr": values.mean().item(),
                      "psnr_std": values.std().item() if len(values) > 1 else 0.0,
                      "time_s": (time.perf_counter() - start) / len(x)})
     width = max(len(r["method"]) for r in rows)
-    print(f"physics {spec['name']} {spec['params']} (noise {spec['noise']}, seed {spec['seed']}), "
-          f"{len(x)} test images {size}x{size}{', PSNR of the magnitude' if magnitude else ''}")
+    print(f"physics {operator}, {len(x)} test images {size}x{size}{', PSNR of the magnitude' if operator.complex else ''}")
     print(f"| {'method':{width}s} | PSNR (dB)     |\n|{'-' * (width + 2)}|{'-' * 15}|")
     for r in rows:
         print(f"| {r['method']:{width}s} | {r['psnr']:6.2f} ± {r['psnr_std']:4.2f} |")
     if json_out is not None:
-        Path(json_out).write_text(json.dumps({"physics": spec, "size": size, "images": len(x), "rows": rows}, indent=2))
+        Path(json_out).write_text(json.dumps({"physics": operator.to_dict(), "size": size, "images": len(x),
+                                              "rows": rows}, indent=2))
     if figure is not None:
-        save_figure(figure, methods, operator, y[:1], x[:1], magnitude)
+        save_figure(figure, methods, physics, y[:1], x[:1], operator.complex)
     sys.stdout.flush()
     return rows
 
@@ -347,7 +359,7 @@ def tuning_cache_file() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deepinv_meta" / "tuned_baselines.json"
 
 
-def tune_baselines(spec: dict, tuning: BaselineTuning, size: int, device) -> list[tuple]:
+def tune_baselines(operator: OperatorSpec, tuning: BaselineTuning, size: int, device) -> list[tuple]:
     """``(label, reconstructor)`` of each baseline of ``tuning``, grid-searched on patches of the tuning images
     (or read from the cache of earlier searches with the same operator, grid, denoiser and images)."""
     names = list(tuning.names)
@@ -359,11 +371,11 @@ def tune_baselines(spec: dict, tuning: BaselineTuning, size: int, device) -> lis
     unused = set(tuning.grids) - set(names)
     if unused:
         raise ValueError(f"--grid for {sorted(unused)}, which --baselines does not ask for.")
-    x = extract_patches(load_images(tuning.images, EMBEDDED_TRAIN, spec.get("channels", 1) == 3), size)
-    x = as_physics_images(spec, evenly_spaced(x, tuning.patches)).to(device)
-    operator = physics_for(spec, (size, size), device)
-    y = operator(x)
-    init = baselines.Bicubic(spec["params"]["factor"]) if spec["name"] == "sr" else None
+    x = extract_patches(Images(tuning.images, color=operator.channels == 3).load(EMBEDDED_TRAIN), size)
+    x = operator.as_input(evenly_spaced(x, tuning.patches)).to(device)
+    physics = operator.build((size, size), device)
+    y = physics(x)
+    init = dict(operator.references()).get("bicubic upsampling")  # DPIR's start for decimation SR
     denoiser = None
     if "dpir" in names:
         denoiser = load_denoiser(default_denoiser() if tuning.denoiser is None else tuning.denoiser, device=device)
@@ -375,12 +387,12 @@ def tune_baselines(spec: dict, tuning: BaselineTuning, size: int, device) -> lis
         grid = tuning.grid(name)
         key = weights_checksum({"x": x, **({"denoiser." + k: v for k, v in denoiser.state_dict().items()}
                                           if name == "dpir" else {})})
-        key = f"{name}|{json.dumps(spec, sort_keys=True)}|{json.dumps(grid, sort_keys=True)}|{key}"
+        key = f"{name}|{json.dumps(operator.to_dict(), sort_keys=True)}|{json.dumps(grid, sort_keys=True)}|{key}"
         if key in cache:
             params, score = cache[key]["params"], cache[key]["score"]
             origin = "cached"
         else:
-            params, score, _ = baselines.grid_search(build, grid, operator, y, x, magnitude=spec["name"] == "mri",
+            params, score, _ = baselines.grid_search(build, grid, physics, y, x, magnitude=operator.complex,
                                                      progress=lambda p, s, n=name: print(f"  {n} {p}: {s:.2f} dB",
                                                                                          flush=True))
             cache[key] = {"params": params, "score": score}

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .physics import as_complex  # noqa: F401 (the MRI slices are complex images)
+
 # scikit-image images bundled with the wheel (no download), grey or converted to grey.
 EMBEDDED_IMAGES = (
     "camera", "astronaut", "coins", "moon", "text", "brick", "grass",
@@ -109,13 +111,6 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
         raise ValueError(f"cannot crop {size}x{size} from an image of size {h}x{w}.")
     top, left = (h - size) // 2, (w - size) // 2
     return image[..., top : top + size, left : left + size]
-
-
-def as_complex(images: torch.Tensor) -> torch.Tensor:
-    """Real images ``(N, 1, H, W)`` as deepinv's two-channel complex layout ``(N, 2, H, W)`` (zero imaginary part)."""
-    if images.dim() != 4 or images.shape[1] != 1:
-        raise ValueError(f"expected real images of shape (N, 1, H, W), got {tuple(images.shape)}.")
-    return torch.cat([images, torch.zeros_like(images)], dim=1)
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:

@@ -20,13 +20,14 @@ from pathlib import Path
 import deepinv as dinv
 import torch
 
-from .baselines import BASELINE_GRIDS, Adjoint, Bicubic, baseline_builder, grid_search, psnr_per_image
+from .baselines import BASELINE_GRIDS, baseline_builder, grid_search, psnr_per_image
 from .bilevel import InnerLoop, MetaTrainer, OuterOptimizer, finetune
 from .bilevel.trainer import default_device
 from . import pretrained
 from .data import EMBEDDED_TEST, EMBEDDED_TRAIN, center_crop, embedded_images
 from .models import MetaPDNet
-from .tasks import decimation, meta_prior_tasks
+from .physics import Adjoint, Bicubic, OperatorSpec
+from .tasks import meta_prior_tasks
 
 ZOO_MODEL = "meta-prior-unsupervised"
 
@@ -63,7 +64,7 @@ def run_demo(*, train_minutes: float | None = None, steps: int = 30, size: int =
     # Unseen operator: noiseless x2 super-resolution by decimation, as in the paper.
     factor = 2
     x = torch.stack([center_crop(im, size) for im in embedded_images(EMBEDDED_TEST)]).to(device)
-    physics = decimation((1, size, size), factor=factor, device=device)
+    physics = OperatorSpec.named("sr", factor=factor).build((size, size), device)
     y = physics(x)
     tune_x = torch.stack([center_crop(im, size) for im in embedded_images(EMBEDDED_TRAIN[:3])]).to(device)
     tune_y = physics(tune_x)

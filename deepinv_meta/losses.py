@@ -131,7 +131,7 @@ def equivariant_loss(x_hat: torch.Tensor, y: torch.Tensor, physics, model, rng: 
 
     >>> import torch
     >>> from deepinv_meta.losses import equivariant_loss
-    >>> from deepinv_meta.tasks import decimation
+    >>> from deepinv_meta.physics import decimation
     >>> physics, x = decimation((1, 8, 8)), torch.rand(1, 1, 8, 8)
     >>> y = physics(x)
     >>> zero_filled = lambda y, physics: physics.A_adjoint(y)  # consistent with y, not with odd shifts

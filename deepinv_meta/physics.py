@@ -1,6 +1,14 @@
-r"""Physics helpers: unseen-task operators by name (:func:`build_physics`, used by the command line and
-the Meta-Prior benchmark), mask generators for partially observed data (Fablet, Drumetz & Rousseau,
-section 4) and the real-to-complex cast for physics that take complex images.
+r"""Operators: unseen-task operators by name, and the physics pieces deepinv lacks.
+
+- :class:`OperatorSpec` is an operator by name (``"sr"``, ``"mri"``, ...) with its parameters, noise and
+  seed: the one description that the command line, the demo, ``reconstruct`` and the benchmarks build
+  from (:func:`build_physics`), store with adapted models and read back. It owns the rules that travel
+  with an operator: super-resolution is the Meta-Prior paper's decimation (:func:`decimation`), MRI takes
+  two-channel complex images (:func:`as_complex`) and is scored on their magnitude
+  (:func:`complex_magnitude`), and each operator comes with its no-learning reconstructions
+  (:class:`Adjoint`, and :class:`Bicubic` for super-resolution).
+- Mask generators for partially observed data (Fablet, Drumetz & Rousseau, section 4), and the
+  real-to-complex cast for physics built on complex matrices.
 
 Both draw masks for deepinv's :class:`deepinv.physics.Inpainting`, whose measurements are
 :math:`y = \Omega \odot (x + n)`, through the usual ``physics.update(**generator.step(batch_size))``.
@@ -11,6 +19,8 @@ components are channels and time is the width of a one-pixel-high image, so that
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
 
 import deepinv as dinv
 import torch
@@ -39,23 +49,24 @@ def physics_parameters(name: str, **params) -> dict:
 
 
 def build_physics(name: str, size: tuple[int, int], *, channels: int = 1, noise: float = 0.0, seed: int = 0,
-                  device="cpu", **params) -> dinv.physics.Physics:
+                  device="cpu", mask: torch.Tensor | None = None, **params) -> dinv.physics.Physics:
     r"""A deepinv operator for an unseen task, by name, for images of spatial size ``size``.
 
-    - ``"sr"``: noiseless decimation by ``factor`` (:func:`deepinv_meta.tasks.decimation`, the
+    - ``"sr"``: noiseless decimation by ``factor`` (:func:`decimation`, the
       Meta-Prior paper's super-resolution);
     - ``"inpainting"``: a fixed random pixel mask keeping a fraction ``ratio`` of the pixels;
     - ``"mri"``: single-coil Cartesian MRI (deepinv ``MRI``) with a fixed random mask of acceleration
       ``acceleration`` and a fully sampled centre ``center_fraction``; it takes two-channel complex
-      images ``(B, 2, H, W)`` (:func:`deepinv_meta.data.as_complex`), whatever ``channels`` says;
+      images ``(B, 2, H, W)`` (:func:`as_complex`), whatever ``channels`` says;
     - ``"blur"``: Gaussian blur of standard deviation ``blur_sigma`` pixels, circular boundary;
     - ``"denoising"``: the identity (with ``noise`` > 0);
     - ``"cs"``: compressed sensing with a fixed Gaussian matrix (deepinv ``CompressedSensing``) taking
       ``ratio`` × H × W measurements of each channel (its memory grows as the square of H × W).
 
     Random masks are drawn from ``seed``, so that the same call gives the same operator (fine-tune and
-    evaluate at the same ``size`` to keep the very same mask). ``noise`` is the standard deviation of
-    additive Gaussian noise (0: noiseless).
+    evaluate at the same ``size`` to keep the very same mask), unless ``mask`` (``(1, H, W)``, 1 where
+    observed) gives the inpainting or MRI mask. ``noise`` is the standard deviation of additive Gaussian
+    noise (0: noiseless).
 
     :Examples:
 
@@ -76,19 +87,22 @@ def build_physics(name: str, size: tuple[int, int], *, channels: int = 1, noise:
     rng = torch.Generator().manual_seed(seed)
     if name in ("inpainting", "cs") and not 0 < params["ratio"] <= 1:
         raise ValueError(f"{name} ratio (fraction of pixels kept / measured) must be in (0, 1], got {params['ratio']!r}.")
+    if mask is not None and name not in ("inpainting", "mri"):
+        raise ValueError(f"a mask only applies to inpainting and mri, not to {name!r}.")
     if name == "sr":
-        from .tasks import decimation
-
         if height % params["factor"] or width % params["factor"]:
             raise ValueError(f"sr with factor {params['factor']} needs a size divisible by it, got {tuple(size)}.")
         physics = decimation(img_size, factor=params["factor"], device=device)
     elif name == "inpainting":
-        mask = (torch.rand((1, height, width), generator=rng) < params["ratio"]).float()
+        if mask is None:
+            mask = (torch.rand((1, height, width), generator=rng) < params["ratio"]).float()
         physics = dinv.physics.Inpainting(img_size=img_size, mask=mask.to(device), device=device)
     elif name == "mri":
-        generator = dinv.physics.generator.RandomMaskGenerator(
-            img_size=(height, width), acceleration=params["acceleration"], center_fraction=params["center_fraction"], rng=rng)
-        mask = generator.step(batch_size=1)["mask"][0]
+        if mask is None:
+            generator = dinv.physics.generator.RandomMaskGenerator(
+                img_size=(height, width), acceleration=params["acceleration"], center_fraction=params["center_fraction"],
+                rng=rng)
+            mask = generator.step(batch_size=1)["mask"][0]
         physics = dinv.physics.MRI(mask=mask.to(device), img_size=(2, height, width), device=device)
     elif name == "cs":
         measurements = max(1, round(params["ratio"] * height * width))
@@ -102,6 +116,142 @@ def build_physics(name: str, size: tuple[int, int], *, channels: int = 1, noise:
     physics.noise_model = (dinv.physics.GaussianNoise(sigma=noise, rng=torch.Generator(device).manual_seed(seed + 1))
                            if noise > 0 else dinv.physics.ZeroNoise())
     return physics
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    r"""An unseen-task operator by name: what to build, store with an adapted model and rebuild.
+
+    :param str name: one of :data:`PHYSICS` (``"sr"``, ``"inpainting"``, ``"mri"``, ``"blur"``,
+        ``"denoising"``, ``"cs"``).
+    :param dict params: its parameters (:data:`PHYSICS` defaults filled in by :meth:`named`).
+    :param float noise: standard deviation of additive Gaussian noise (0: noiseless).
+    :param int seed: seed of its random masks / matrices and of its noise.
+    :param int channels: image channels (1 grey, 3 RGB; MRI images are complex, two channels, whatever this says).
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_meta.physics import OperatorSpec
+    >>> sr = OperatorSpec.named("sr", factor=2)
+    >>> sr.build((16, 16))(torch.rand(1, 1, 16, 16)).shape
+    torch.Size([1, 1, 8, 8])
+    >>> [name for name, _ in sr.references()]
+    ['adjoint A^T y', 'bicubic upsampling']
+    >>> OperatorSpec.from_dict(sr.to_dict()) == sr
+    True
+    """
+
+    name: str
+    params: dict = field(default_factory=dict)
+    noise: float = 0.0
+    seed: int = 0
+    channels: int = 1
+
+    @classmethod
+    def named(cls, name: str, *, noise: float = 0.0, seed: int = 0, color: bool = False, **params) -> "OperatorSpec":
+        """The operator ``name`` with ``params`` over its defaults; unknown names, parameters, negative noise and
+        colour MRI are refused with the valid choices."""
+        if color and name == "mri":
+            raise ValueError("mri takes grey images (as complex ones); drop --color.")
+        if not noise >= 0:
+            raise ValueError(f"noise (a standard deviation) must be >= 0, got {noise!r}.")
+        return cls(name, physics_parameters(name, **params), float(noise), int(seed), 3 if color else 1)
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> "OperatorSpec":
+        """The inverse of :meth:`to_dict` (the ``physics`` entry stored with models adapted by ``finetune``)."""
+        return cls(stored["name"], dict(stored["params"]), stored.get("noise", 0.0), stored.get("seed", 0),
+                   stored.get("channels", 1))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def build(self, size, device="cpu", mask: torch.Tensor | None = None) -> dinv.physics.Physics:
+        """The deepinv operator for images of spatial size ``size`` (:func:`build_physics`)."""
+        return build_physics(self.name, tuple(size), channels=self.channels, noise=self.noise, seed=self.seed,
+                             device=device, mask=mask, **self.params)
+
+    @property
+    def complex(self) -> bool:
+        """Whether it takes two-channel complex images and is scored on their magnitude (MRI)."""
+        return self.name == "mri"
+
+    def as_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Real images ``(N, 1, H, W)`` as the operator takes them (complex for MRI)."""
+        return as_complex(x) if self.complex else x
+
+    def image_size(self, measurement_shape) -> tuple[int, int]:
+        """The spatial size of the images behind measurements of shape ``(..., h, w)``."""
+        h, w = measurement_shape[-2:]
+        if self.name == "cs":
+            raise ValueError("cs measurements do not say the image size; give the size of the images.")
+        factor = self.params["factor"] if self.name == "sr" else 1
+        return h * factor, w * factor
+
+    def references(self) -> list:
+        """``[(name, reconstructor)]``: the no-learning reconstructions every method is compared with."""
+        return [("adjoint A^T y", Adjoint())] + ([("bicubic upsampling", Bicubic(self.params["factor"]))]
+                                                 if self.name == "sr" else [])
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.params} (noise {self.noise}, seed {self.seed})"
+
+
+def decimation(img_size: tuple, factor: int = 2, device="cpu") -> dinv.physics.Downsampling:
+    r"""Noiseless super-resolution by decimation, :math:`y = x[::f, ::f]` (the paper's SR operator).
+
+    Built as deepinv's ``Downsampling`` with a centred 3x3 delta filter and circular padding: the same
+    operator as ``Downsampling(filter=None)``, but with deepinv's closed-form ``prox_l2`` (deepinv 0.5
+    fails in ``prox_l2`` when ``filter=None``, which HQS/DPIR baselines need).
+
+    :Examples:
+
+    >>> import torch, deepinv as dinv
+    >>> from deepinv_meta.physics import decimation
+    >>> x = torch.rand(1, 1, 8, 8)
+    >>> torch.equal(decimation((1, 8, 8))(x), x[..., ::2, ::2])
+    True
+    """
+    delta = torch.zeros(1, 1, 3, 3, device=device)
+    delta[..., 1, 1] = 1.0
+    return dinv.physics.Downsampling(img_size=img_size, factor=factor, filter=delta, padding="circular", device=device)
+
+
+def as_complex(images: torch.Tensor) -> torch.Tensor:
+    """Real images ``(N, 1, H, W)`` as deepinv's two-channel complex layout ``(N, 2, H, W)`` (zero imaginary part)."""
+    if images.dim() != 4 or images.shape[1] != 1:
+        raise ValueError(f"expected real images of shape (N, 1, H, W), got {tuple(images.shape)}.")
+    return torch.cat([images, torch.zeros_like(images)], dim=1)
+
+
+def complex_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """``|x|`` of a (B, 2, H, W) real/imaginary tensor, as (B, 1, H, W)."""
+    if x.shape[1] != 2:
+        raise ValueError(f"expected 2 channels (real, imaginary), got shape {tuple(x.shape)}.")
+    return x.pow(2).sum(1, keepdim=True).sqrt()
+
+
+class Adjoint(dinv.models.Reconstructor):
+    r"""The no-learning baseline :math:`A^\top y` (zero-filled reconstruction for MRI and inpainting)."""
+
+    def forward(self, y, physics, **kwargs):
+        return physics.A_adjoint(y)
+
+
+class Bicubic(dinv.models.Reconstructor):
+    """Bicubic interpolation for decimation SR: low-resolution pixel ``j`` sits at high-resolution pixel ``factor * j``."""
+
+    def __init__(self, factor: int):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, y, physics=None, **kwargs):
+        h, w = y.shape[-2:]
+        rows = torch.arange(h * self.factor, device=y.device) / self.factor / max(h - 1, 1) * 2 - 1
+        cols = torch.arange(w * self.factor, device=y.device) / self.factor / max(w - 1, 1) * 2 - 1
+        grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy"), dim=-1).expand(len(y), -1, -1, -1)
+        return torch.nn.functional.grid_sample(y, grid, mode="bicubic", padding_mode="border", align_corners=True)
 
 
 def to_physics_input(x: torch.Tensor, complex_physics: bool) -> torch.Tensor:

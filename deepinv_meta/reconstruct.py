@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from .bilevel import InnerLoop, finetune
-from .physics import build_physics
-from .tasks import decimation
+from .commands import RunOptions, check_output, load_model
+from .physics import OperatorSpec, complex_magnitude
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 OPERATORS = ("sr", "denoising", "blur", "inpainting", "mri")
@@ -76,31 +76,26 @@ def read_mask(path: Path | None, shape: tuple, what: str) -> torch.Tensor | None
     return mask.reshape(1, *shape)
 
 
-def operator_for(y: torch.Tensor, physics: str, *, factor: int, blur_sigma: float, mask: torch.Tensor | None,
-                 device) -> dinv.physics.Physics:
+def physics_for(y: torch.Tensor, operator: OperatorSpec, mask: torch.Tensor | None, device) -> dinv.physics.Physics:
     """The operator that produced ``y`` (its image size follows from ``y``'s)."""
-    channels, h, w = y.shape[1:]
-    if physics == "sr":
-        return decimation((channels, h * factor, w * factor), factor=factor, device=device)
-    if physics == "inpainting":
-        if mask is None:
-            raise ValueError("inpainting needs --mask FILE (non-zero where a pixel was observed).")
-        return dinv.physics.Inpainting(img_size=(channels, h, w), mask=mask.to(device), device=device)
-    if physics == "mri":
-        if mask is None:  # the sampled k-space columns
-            mask = (y[0].abs().sum(dim=(0, 1), keepdim=True) > 0).float().expand(1, h, w)
-        return dinv.physics.MRI(mask=mask[0].to(device), img_size=(2, h, w), device=device)
-    return build_physics(physics, (h, w), channels=channels, device=device, **(
-        {"blur_sigma": blur_sigma} if physics == "blur" else {}))
+    if operator.name == "inpainting" and mask is None:
+        raise ValueError("inpainting needs --mask FILE (non-zero where a pixel was observed).")
+    if operator.name == "mri" and mask is None:  # the sampled k-space columns
+        mask = (y[0].abs().sum(dim=(0, 1), keepdim=True) > 0).float().expand(1, *y.shape[-2:])
+    return operator.build(operator.image_size(y.shape), device, mask=mask)
 
 
-def run_reconstruct(measurements, out, *, physics: str, model="meta-prior-unsupervised", factor: int = 2,
-                    blur_sigma: float = 1.0, mask=None, steps: int = 30, lr: float = 1e-3, loss: str = "equivariant",
-                    color: bool = False, device="cpu", force: bool = False) -> list[dict]:
-    """Reconstruct every measurement file into ``out``; returns ``[{file, output, residual}]``."""
-    from .commands import check_output, load_model
+def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-prior-unsupervised", mask=None,
+                    inner: InnerLoop | None = None, loss: str = "equivariant",
+                    options: RunOptions | None = None) -> list[dict]:
+    """Reconstruct every measurement file into ``out``, adapting ``model`` with ``inner`` (default
+    ``InnerLoop(steps=30, lr=1e-3)``) and ``loss``; returns ``[{file, output, residual}]``."""
     from .models import TestTimeOptimizer
 
+    inner = InnerLoop(steps=30, lr=1e-3) if inner is None else inner
+    options = options or RunOptions(device="cpu")
+    device = options.torch_device()
+    physics, color = operator.name, operator.channels == 3
     if physics not in OPERATORS:
         raise ValueError(f"reconstruct takes --physics {' | '.join(OPERATORS)}, got {physics!r}.")
     paths = [Path(p) for p in measurements]
@@ -111,7 +106,7 @@ def run_reconstruct(measurements, out, *, physics: str, model="meta-prior-unsupe
     if len(set(targets.values())) < len(targets):
         raise ValueError("two measurements have the same file name; their reconstructions would overwrite each other.")
     for target in targets.values():  # before any work: never an input, never another kind of file
-        check_output(target, "PNG image", inputs=paths + ([mask] if mask else []), force=force)
+        check_output(target, "PNG image", inputs=paths + ([mask] if mask else []), force=options.force)
     ys = {path: read_measurement(path, physics, color).to(device) for path in paths}
     base = load_model(model).to(device)
     channels = getattr(base, "img_size", (None,))[0]
@@ -124,26 +119,25 @@ def run_reconstruct(measurements, out, *, physics: str, model="meta-prior-unsupe
     rows = []
     for shape, members in groups.items():
         mask_tensor = read_mask(Path(mask) if mask else None, shape[-2:], "measurement")
-        operator = operator_for(ys[members[0]], physics, factor=factor, blur_sigma=blur_sigma, mask=mask_tensor,
-                                device=device)
+        forward = physics_for(ys[members[0]], operator, mask_tensor, device)
         y = torch.cat([ys[p] for p in members])
         scale = y.abs().amax().clamp_min(1e-8) if physics == "mri" else 1.0  # k-space of any scale, images in [0, 1]
         y = y / scale
         if isinstance(base, TestTimeOptimizer):
             reconstructor = base.eval()
         else:
-            print(f"adapting {model} to {len(members)} measurement(s) of shape {tuple(shape[1:])}: {steps} {loss} "
+            print(f"adapting {model} to {len(members)} measurement(s) of shape {tuple(shape[1:])}: {inner.steps} {loss} "
                   "steps, no ground truth", flush=True)
-            reconstructor = finetune(base, operator, y, inner=InnerLoop(steps=steps, lr=lr), loss=loss, progress=True)
+            reconstructor = finetune(base, forward, y, inner=inner, loss=loss, progress=options.progress)
         with torch.no_grad():
-            x_hat = torch.cat([reconstructor(y[i:i + 1], operator) for i in range(len(members))])
-            residual = [(torch.linalg.vector_norm(operator.A(x_hat[i:i + 1]) - y[i:i + 1])
+            x_hat = torch.cat([reconstructor(y[i:i + 1], forward) for i in range(len(members))])
+            residual = [(torch.linalg.vector_norm(forward.A(x_hat[i:i + 1]) - y[i:i + 1])
                          / torch.linalg.vector_norm(y[i:i + 1])).item() for i in range(len(members))]
         for i, path in enumerate(members):
             image = x_hat[i]
             if physics == "mri":
                 np.save(targets[path].with_suffix(".npy"), (image * scale).cpu().numpy())
-                image = torch.linalg.vector_norm(image, dim=0, keepdim=True)
+                image = complex_magnitude(image[None])[0]
                 image = image / image.amax().clamp_min(1e-8)
             write_png(image, targets[path])
             rows.append({"file": str(path), "output": str(targets[path]), "residual": residual[i]})

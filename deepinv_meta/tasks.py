@@ -20,6 +20,7 @@ import deepinv as dinv
 import torch
 
 from .data import as_image_batch
+from .physics import as_complex, decimation  # noqa: F401 (decimation: public here too)
 
 
 @dataclass
@@ -304,8 +305,6 @@ def fourier_sampling_task(
     >>> task.episode(batch_size=2, seed=0).y_train.shape
     torch.Size([2, 2, 16, 16])
     """
-    from .data import as_complex
-
     images, test_images = as_image_batch(images, "images"), as_image_batch(test_images, "test_images")
     size = tuple(images.shape[-2:])
     generator = dinv.physics.generator.RandomMaskGenerator(
@@ -315,23 +314,3 @@ def fourier_sampling_task(
     physics = dinv.physics.MRI(mask=torch.ones(size), img_size=(2, *size))
     return Task("fourier_sampling", physics, as_complex(images), as_complex(test_images), generator=generator,
                 per_sample_operators=False)
-
-
-def decimation(img_size: tuple, factor: int = 2, device="cpu") -> dinv.physics.Downsampling:
-    r"""Noiseless super-resolution by decimation, :math:`y = x[::f, ::f]` (the paper's SR operator).
-
-    Built as deepinv's ``Downsampling`` with a centred 3x3 delta filter and circular padding: the same
-    operator as ``Downsampling(filter=None)``, but with deepinv's closed-form ``prox_l2`` (deepinv 0.5
-    fails in ``prox_l2`` when ``filter=None``, which HQS/DPIR baselines need).
-
-    :Examples:
-
-    >>> import torch, deepinv as dinv
-    >>> from deepinv_meta.tasks import decimation
-    >>> x = torch.rand(1, 1, 8, 8)
-    >>> torch.equal(decimation((1, 8, 8))(x), x[..., ::2, ::2])
-    True
-    """
-    delta = torch.zeros(1, 1, 3, 3, device=device)
-    delta[..., 1, 1] = 1.0
-    return dinv.physics.Downsampling(img_size=img_size, factor=factor, filter=delta, padding="circular", device=device)

@@ -60,7 +60,7 @@ def _pdnet_finetune(device):
     import torch
     from deepinv_meta import MetaPDNet, finetune
     from deepinv_meta.data import embedded_images, extract_patches
-    from deepinv_meta.tasks import decimation
+    from deepinv_meta.tasks import decimation  # the public name since 0b84af9 (it must run on older commits)
 
     torch.manual_seed(0)
     x = extract_patches(embedded_images(), 64)[:16].to(device)
