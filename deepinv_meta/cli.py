@@ -241,7 +241,7 @@ def add_evaluate_parser(commands) -> None:
     evaluate.add_argument("--force", action="store_true", help="overwrite existing output files of another kind")
 
 
-# name -> module under deepinv_meta.benchmarks with run(quick, device, root, out, seed)
+# name -> module under deepinv_meta.benchmarks with run(config, context) (deepinv_meta.benchmarks.report)
 BENCHMARKS = {"meta-prior": "meta_prior", "metadip": "metadip", "meta-red": "meta_red", "variational": "variational",
               "throughput": "throughput"}
 
@@ -347,40 +347,41 @@ def parse_grids(texts) -> dict:
 
 
 def run_benchmark(args) -> int:
+    """``deepinv-meta benchmark NAME``: every benchmark is ``run(config, context)`` (:mod:`.benchmarks.report`)."""
+    import dataclasses
     import importlib
     from pathlib import Path
 
     from .benchmarks import gaussian_toy
+    from .benchmarks.report import Context, run_benchmark as run_module
     from .benchmarks.settings import configure, parse_setting
     from .data import data_root
 
     if args.reuse_meta_models and args.name != "meta-prior":
-        print(f"error: --reuse-meta-models applies to the meta-prior benchmark only, not {args.name}.", file=sys.stderr)
-        return 2
+        raise ValueError(f"--reuse-meta-models applies to the meta-prior benchmark only, not {args.name}.")
     if args.settings and args.name == "meta-prior" and args.part == "all":
-        print("error: the toy and the imaging part of meta-prior have different settings; "
-              "use --set with --part imaging or --part toy.", file=sys.stderr)
-        return 2
+        raise ValueError("the toy and the imaging part of meta-prior have different settings; "
+                         "use --set with --part imaging or --part toy.")
     out = Path(args.out or f"benchmark-results/{args.name}{'-quick' if args.quick else ''}")
-    toy_only = args.name == "meta-prior" and args.part == "toy"  # the toy samples its own data
     module = importlib.import_module(f".benchmarks.{BENCHMARKS[args.name]}", __package__)
-    try:
-        root = None if toy_only or not getattr(module, "NEEDS_DATA", True) else data_root(args.data_root)
-        settings = dict(parse_setting(text) for text in args.settings)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:  # an unknown key is reported before any work starts
-        configure(gaussian_toy.FULL if toy_only else module.FULL, settings)
-    except KeyError as error:
-        print(f"error: {error.args[0]}", file=sys.stderr)
-        return 2
-    if args.name == "meta-prior" and args.part in ("all", "toy"):
-        gaussian_toy.run(quick=args.quick, out=out / "gaussian_toy", seed=args.seed, verbose=True, settings=settings)
-        if toy_only:
-            return 0
-    options = {"reuse_meta_models": args.reuse_meta_models} if args.reuse_meta_models else {}
-    module.run(quick=args.quick, device=args.device, root=root, out=out, seed=args.seed, settings=settings, **options)
+    toy = args.name == "meta-prior" and args.part in ("all", "toy")  # the toy samples its own data
+    imaging = not (args.name == "meta-prior" and args.part == "toy")
+    context = Context(quick=args.quick, device=args.device, out=out, seed=args.seed,
+                      settings=dict(parse_setting(text) for text in args.settings),
+                      reuse_meta_models=args.reuse_meta_models, command=f"deepinv-meta benchmark {args.name}")
+    if imaging and getattr(module, "NEEDS_DATA", True):
+        context.data_root = data_root(args.data_root)  # a missing data folder is reported before any work
+    for part, wanted in ((gaussian_toy, toy), (module, imaging)):
+        if wanted:  # an unknown --set key is reported before any work starts
+            try:
+                configure(part.FULL, context.settings)
+            except KeyError as error:
+                raise ValueError(error.args[0]) from None
+    if toy:
+        run_module(gaussian_toy, dataclasses.replace(context, out=out / "gaussian_toy", device="cpu",
+                                                     command="deepinv-meta benchmark meta-prior --part toy"))
+    if imaging:
+        run_module(module, context)
     print(f"results written to {out}/ (results.json, table.md, figures, checkpoints)")
     return 0
 

@@ -5,6 +5,9 @@ import os
 
 import pytest
 
+from deepinv_meta.benchmarks.report import Context, run_benchmark
+from deepinv_meta.benchmarks.settings import configure
+
 
 @pytest.mark.slow
 def test_quick_meta_prior_benchmark_writes_the_contract(tmp_path):
@@ -34,9 +37,9 @@ def test_quick_meta_prior_benchmark_writes_the_contract(tmp_path):
 
 @pytest.mark.slow
 def test_quick_gaussian_toy_reports_learned_maps_against_the_theorem_31_optimum(tmp_path):
-    from deepinv_meta.benchmarks.gaussian_toy import run
+    from deepinv_meta.benchmarks import gaussian_toy
 
-    result = run(quick=True, out=tmp_path)
+    result = run_benchmark(gaussian_toy, Context(quick=True, out=tmp_path, device="cpu"))
     rows = {(r["task"].split()[0], r["method"]): r["rel_error_im_to_ker"] for r in result["rows"]}
     assert len(rows) == 17 and all(0 < error < 3 for error in rows.values())
     optimum = rows[("train", "risk-optimal with unsupervised inner loss (Theorem 3.1: shared kernel rows, analytic)")]
@@ -61,7 +64,7 @@ def test_meta_training_with_validation_keeps_the_best_weights(tmp_path):
     from deepinv_meta.io import load
     from deepinv_meta.tasks import meta_prior_tasks
 
-    cfg = meta_prior.configure(meta_prior.QUICK, {"depth": 2, "channels": 2, "batch_size": 2, "train_minutes": 0.2,
+    cfg = configure(meta_prior.QUICK, {"depth": 2, "channels": 2, "batch_size": 2, "train_minutes": 0.2,
                                                   "validate_every": 0.02, "outer_lr": 0.5})
     # 10 chunks of 1.2 s: even a heavily loaded machine (where 3 s once gave one chunk) validates >= 3 times
     tasks = meta_prior_tasks(torch.rand(12, 1, 16, 16), seed=0)
@@ -80,8 +83,8 @@ def test_baselines_only_run_flags_grid_edges(tmp_path):
         pytest.skip("needs the offline data (DEEPINV_META_DATA)")
     from deepinv_meta.benchmarks import meta_prior
 
-    result = meta_prior.run(quick=True, device="cpu", out=tmp_path, settings={
-        "baselines_only": True, "wavelet_grid": [1e-3, 1e-2], "sr_test_crop": 64, "mri_crop": (64, 64), "val_images": 1})
+    result = run_benchmark(meta_prior, Context(quick=True, device="cpu", out=tmp_path, settings={
+        "baselines_only": True, "wavelet_grid": [1e-3, 1e-2], "sr_test_crop": 64, "mri_crop": (64, 64), "val_images": 1}))
     methods = {(r["task"].split()[0], r["method"]) for r in result["rows"]}
     assert methods == {(t, m) for t in ("SR", "MRI") for m in ("adjoint / zero-filled", "wavelet (db8, HQS)", "TGV (HQS)",
                                                             "DPIR (FFDNet)")} | {("SR", "bicubic")}
@@ -95,12 +98,12 @@ def test_unknown_unseen_task_is_refused_with_the_choices(unseen_tasks):
     from deepinv_meta.benchmarks import meta_prior
 
     with pytest.raises(ValueError, match="choose one or more of"):
-        meta_prior.run(quick=True, device="cpu", root="/nonexistent", settings={"unseen_tasks": unseen_tasks})
+        run_benchmark(meta_prior, Context(quick=True, device="cpu", data_root="/nonexistent", settings={"unseen_tasks": unseen_tasks}))
 
 
 def test_unknown_equivariance_transform_is_refused_before_any_work():
     from deepinv_meta.benchmarks import meta_prior
 
     with pytest.raises(ValueError, match="unknown equivariance transform 'flip'"):
-        meta_prior.run(quick=True, device="cpu", root="/nonexistent", settings={
-            "equivariant_finetuning": True, "equivariant_transforms": {"SR x2": "shift", "MRI x4": "flip"}})
+        run_benchmark(meta_prior, Context(quick=True, device="cpu", data_root="/nonexistent", settings={
+            "equivariant_finetuning": True, "equivariant_transforms": {"SR x2": "shift", "MRI x4": "flip"}}))

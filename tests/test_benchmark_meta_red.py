@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from deepinv_meta.benchmarks.report import Context, run_benchmark
+
 
 @pytest.mark.slow
 def test_quick_meta_red_benchmark_writes_the_contract(tmp_path):
@@ -42,8 +44,8 @@ def test_a_subset_of_tables_runs_alone(tmp_path, monkeypatch):
     monkeypatch.setattr(meta_red, "MetaTrainer", RecordingTrainer)
     settings = {"tables": 4, "train_minutes": 0.01, "test_faces": 1, "tune_faces": 1, "train_faces": 8,
                 "img_size": 16, "siren_hidden": 8, "siren_layers": 2, "red_outer_lr": 3e-6, "denoiser_lr": 2e-4}
-    result = meta_red.run(quick=True, device="cpu", root=Path(os.environ["DEEPINV_META_DATA"]), out=tmp_path,
-                          settings=settings)
+    result = run_benchmark(meta_red, Context(quick=True, device="cpu", data_root=Path(os.environ["DEEPINV_META_DATA"]), out=tmp_path,
+                                             settings=settings))
     assert {row["table"] for row in result["rows"]} == {"4"}
     assert len(result["rows"]) == 3 and "Table 3" not in (tmp_path / "table.md").read_text()
 
@@ -68,7 +70,7 @@ def test_table3_reports_red_from_the_adjoint_and_from_the_ground_truth(tmp_path)
 
     settings = {"tables": ["3"], "train_minutes": 0.005, "test_faces": 2, "tune_faces": 1, "train_faces": 8,
                 "img_size": 16, "siren_hidden": 8, "siren_layers": 2, "converged_iterations": 13}
-    result = meta_red.run(quick=True, device="cpu", root=Path(os.environ["DEEPINV_META_DATA"]), settings=settings)
+    result = run_benchmark(meta_red, Context(quick=True, device="cpu", data_root=Path(os.environ["DEEPINV_META_DATA"]), settings=settings))
     psnr = {row["method"]: row["psnr"] for row in result["rows"]}
     assert {row["table"] for row in result["rows"]} == {"3"} and "Meta-RED (L2, 3x3 = 12 it.)" in psnr
     assert psnr["RED (3 it. from the ground truth, oracle)"] > psnr["RED (3 it.)"] + 0.5
@@ -79,7 +81,7 @@ def test_unknown_or_no_tables_fail_before_training(tables):
     from deepinv_meta.benchmarks import meta_red
 
     with pytest.raises(ValueError, match="`tables` setting"):
-        meta_red.run(quick=True, device="cpu", settings={"tables": tables})
+        run_benchmark(meta_red, Context(quick=True, device="cpu", settings={"tables": tables}))
 
 
 def test_validation_keeps_the_untrained_weights_when_meta_training_ruins_them():

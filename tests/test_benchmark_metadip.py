@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from deepinv_meta.benchmarks.report import Context, run_benchmark
+
 
 @pytest.mark.slow
 def test_quick_metadip_benchmark_writes_the_contract(tmp_path):
@@ -46,11 +48,11 @@ def test_a_subset_of_methods_reruns_those_rows_only(tmp_path):
     """`--set methods=[...]`: PnP-ADMM rows alone, no meta-training and no speed-up; unknown names refused."""
     if not os.environ.get("DEEPINV_META_DATA"):
         pytest.skip("needs the offline data (DEEPINV_META_DATA)")
-    from deepinv_meta.benchmarks.metadip import run
+    from deepinv_meta.benchmarks import metadip
 
     settings = dict(methods=["PnP-ADMM"], img_size=16, sigmas=[25], cs_ratios=[], pr_ratios=[1 / 4], test_faces=1,
                     test_patches=1, train_faces=4, pnp_sigma=[0.1], pnp_iterations=[2])
-    result = run(quick=True, device="cpu", out=tmp_path, settings=settings)
+    result = run_benchmark(metadip, Context(quick=True, device="cpu", out=tmp_path, settings=settings))
     assert {row["method"] for row in result["rows"]} == {"PnP-ADMM (FFDNet)"}
     assert {row["task"] for row in result["rows"]} == {f"{task} ({dataset})" for task in ("denoising sigma=25", "PR m/n=1/4")
                                                      for dataset in ("faces", "patches")}
@@ -59,4 +61,4 @@ def test_a_subset_of_methods_reruns_those_rows_only(tmp_path):
     assert "Time-to-PSNR" not in table and not (tmp_path / "metadip.pt").exists()
     assert """--set "methods=['PnP-ADMM']" """ in table  # the command line that reproduces the run
     with pytest.raises(ValueError, match="MetaDIP"):
-        run(quick=True, device="cpu", settings=dict(settings, methods=["MetaDiP"]))
+        run_benchmark(metadip, Context(quick=True, device="cpu", settings=dict(settings, methods=["MetaDiP"])))

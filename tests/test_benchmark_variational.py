@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from deepinv_meta.benchmarks.report import Context, run_benchmark
+
 
 @pytest.mark.slow
 def test_quick_variational_benchmark_writes_the_contract(tmp_path):
@@ -37,7 +39,7 @@ def test_a_subset_of_rows_runs_with_the_rows_it_needs(tmp_path):
                 "lorenz63": dict(variational.QUICK["lorenz63"], steps=1500, train_sequences=16, test_sequences=4),
                 "sequence_length": 40, "lorenz_fsgd_iterations": 20, "lorenz_train_minutes": 0.01,
                 "fsgd_prior_weights": {"MNIST": [0.1], "lorenz63": [7.0], "lorenz96": [1.0]}}  # a grid per dataset
-    result = variational.run(quick=True, device="cpu", out=tmp_path, settings=settings)
+    result = run_benchmark(variational, Context(quick=True, device="cpu", out=tmp_path, settings=settings))
     assert [(row["task"], row["method"]) for row in result["rows"]] == [("lorenz63", "RK4 + FSGD"),
                                                                         ("lorenz63", "RK4 + LSTM-S")]
     assert result["rows"][0]["fsgd"]["lambda_prior"] == 7.0
@@ -50,7 +52,7 @@ def test_unknown_rows_or_datasets_fail_before_training(key, value):
     from deepinv_meta.benchmarks import variational
 
     with pytest.raises(ValueError, match=f"unknown {key}"):
-        variational.run(quick=True, device="cpu", settings={key: value})
+        run_benchmark(variational, Context(quick=True, device="cpu", settings={key: value}))
 
 
 def test_the_dictionary_baselines_see_the_original_intensities():

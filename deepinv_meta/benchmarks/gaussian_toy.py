@@ -14,9 +14,7 @@ Run: ``python -m deepinv_meta.benchmarks.gaussian_toy [--quick] [--out DIR]``.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import time
+import sys
 from pathlib import Path
 
 import deepinv as dinv
@@ -27,7 +25,7 @@ from ..bilevel import InnerLoop, MetaTrainer, OuterOptimizer, finetune
 from ..models import LinearModel
 from ..models.bayes import gaussian_bayes_estimator, operator_matrix, shared_kernel_rows
 from ..toy import hole_corners, mask_of, sample_images, smooth_covariance, toy_task
-from .settings import configure
+from .report import Context, run_benchmark
 
 # The outer loss fits a regression on D_test: with few samples even least squares is far from the
 # Bayes map (measured: 0.41 relative error with 1024 samples, 0.05 with 100k), hence large sets. The same holds
@@ -45,7 +43,8 @@ from .settings import configure
 FULL = dict(size=8, hole=3, length_scale=1.0, jitter=0.1, n_train=20_000, n_test=100_000, outer_steps=3000,
             inner_steps=20, inner_optimizers={"Adam": dict(optimizer="adam", lr=1e-2),
                                               "SGD + momentum": dict(optimizer="sgd", lr=12.0, momentum=0.5)},
-            outer_lr=1e-2, lam=0.0, batch_size=256, finetune_steps=20, finetune_samples=20_000)
+            outer_lr=1e-2, lam=0.0, batch_size=256, finetune_steps=20, finetune_samples=20_000,
+            inner_losses=("unsupervised", "supervised"))
 QUICK = dict(FULL, outer_steps=600, outer_lr=0.03)  # a larger outer step makes up for fewer (tests/test_theory.py)
 
 
@@ -99,11 +98,10 @@ def least_squares_map(mask, images) -> torch.Tensor:
     return theta.float()
 
 
-def run(quick: bool = False, inner_losses=("unsupervised", "supervised"), out: str | Path | None = None, seed: int = 0,
-        verbose: bool = False, settings: dict | None = None):
-    """Run the toy experiment; returns the results dict (and writes results.json/table.md/figure to ``out``)."""
-    cfg = configure(QUICK if quick else FULL, settings)
-    start = time.perf_counter()
+def run(cfg: dict, context: Context) -> dict:
+    """Run the toy experiment; returns the results dict (and writes results.json/table.md/figure to ``context.out``)."""
+    seed = context.seed
+    context.begin("Meta-Prior Gaussian toy", cfg)
     size, hole = cfg["size"], cfg["hole"]
     sigma = smooth_covariance(size, cfg["length_scale"], cfg["jitter"])
     mu = torch.zeros(size * size, dtype=torch.float64)
@@ -131,7 +129,7 @@ def run(quick: bool = False, inner_losses=("unsupervised", "supervised"), out: s
         return errors, max(kernel_drift), first
 
     rows, maps = [], {}
-    for inner_loss in inner_losses:
+    for inner_loss in cfg["inner_losses"]:
         for name, inner in cfg["inner_optimizers"].items():
             task = toy_task("area_A", train_corners, train_images, test_images, hole, seed=seed)
             meta = meta_train(task, inner_loss, inner, cfg, seed)
@@ -151,22 +149,9 @@ def run(quick: bool = False, inner_losses=("unsupervised", "supervised"), out: s
                                               "to convergence)", errors))
     rows += theorem_31_bound(train_corners, test_corners, size, hole, mu, sigma, bayes_maps)
     theorem = check_theorem_31(size, hole, seed)
-    result = {
-        "benchmark": "meta-prior-gaussian-toy",
-        "quick": quick,
-        "settings": settings or {},
-        "device": "cpu",
-        "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "config": dict(cfg, mu="zeros", covariance="squared exponential + jitter * identity", seed=seed),
-        "wall_time_s": time.perf_counter() - start,
-        "rows": rows,
-        "theorem_3_1": theorem,
-    }
-    if out is not None:
-        write_outputs(result, maps, Path(out))
-    if verbose:
-        print_summary(result)
-    return result
+    config = dict(cfg, mu="zeros", covariance="squared exponential + jitter * identity")
+    result = context.result("meta-prior-gaussian-toy", config, rows, theorem_3_1=theorem)
+    return context.finish(result, format_table(result), lambda folder: draw_figure(maps, folder))
 
 
 def theorem_31_bound(train_corners, test_corners, size, hole, mu, sigma, bayes_maps: dict) -> list[dict]:
@@ -226,12 +211,12 @@ def error_row(split: str, corners, method: str, errors) -> dict:
     }
 
 
-def print_summary(result: dict) -> None:
-    print(f"Gaussian toy ({'quick' if result['quick'] else 'full'}), config: {result['config']}")
-    print(f"machine: {result['machine']}; wall time {result['wall_time_s']:.0f} s")
+def format_table(result: dict) -> str:
+    lines = ["| task | method | rel. error Im→Ker (mean ± std) | masks |", "|---|---|---|---|"]
     for r in result["rows"]:
-        print(f"  {r['task']:22s} {r['method']:75s} rel. error {r['rel_error_im_to_ker']:.3f} ± {r['rel_error_std']:.3f}")
-    print(f"  Theorem 3.1: {result['theorem_3_1']}")
+        lines.append(f"| {r['task']} | {r['method']} | {r['rel_error_im_to_ker']:.3f} ± {r['rel_error_std']:.3f} "
+                     f"| {r['n_masks']} |")
+    return "\n".join(lines) + f"\n\nTheorem 3.1 (unsupervised inner loss, gradient descent): {result['theorem_3_1']}\n"
 
 
 def check_theorem_31(size: int, hole: int, seed: int) -> dict:
@@ -256,18 +241,12 @@ def check_theorem_31(size: int, hole: int, seed: int) -> dict:
     return out
 
 
-def write_outputs(result: dict, maps: dict, out: Path) -> None:
+def draw_figure(maps: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2))
-    lines = ["| task | method | rel. error Im→Ker (mean ± std) | masks |", "|---|---|---|---|"]
-    for r in result["rows"]:
-        lines.append(f"| {r['task']} | {r['method']} | {r['rel_error_im_to_ker']:.3f} ± {r['rel_error_std']:.3f} | {r['n_masks']} |")
-    (out / "table.md").write_text("\n".join(lines) + "\n")
     losses = list(dict.fromkeys(k[0] for k in maps))
     fig, axes = plt.subplots(len(losses), 4, figsize=(16, 2.2 * len(losses)), squeeze=False)
     for i, loss in enumerate(losses):
@@ -292,7 +271,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None, help="folder for results.json, table.md and the figure")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    run(quick=args.quick, out=args.out, seed=args.seed, verbose=True)
+    run_benchmark(sys.modules[__name__], Context(quick=args.quick, out=args.out, seed=args.seed, device="cpu",
+                                                  command="python -m deepinv_meta.benchmarks.gaussian_toy"))
 
 
 if __name__ == "__main__":

@@ -29,16 +29,15 @@ import torch
 
 from .. import baselines
 from ..bilevel import InnerLoop, MetaTrainer, OuterOptimizer, finetune
-from ..bilevel.trainer import default_device
-from ..data import data_root, extract_patches, load_image_folder, load_knee_slices
+from ..data import extract_patches, load_image_folder, load_knee_slices
 from ..io import load, save
 from ..losses import equivariance_transform, equivariant_objective
 from ..models import MetaPDNet
 from ..physics import build_physics
 from ..tasks import fourier_sampling_task, meta_prior_tasks
 from ..weights import load_denoiser
-from .report import log, machine, markdown_table, train_for, write_results, write_table
-from .settings import configure, per_model
+from .report import Context, log, markdown_table, train_for
+from .settings import per_model
 
 FULL = dict(
     depth=20, channels=32, patch_size=32, batch_size=8, inner_steps=1, inner_lr=1e-3, outer_lr=5e-3, lam=0.0,
@@ -211,28 +210,21 @@ def row(task, method, psnr: torch.Tensor, **extra) -> dict:
             "psnr_std": psnr.std().item() if len(psnr) > 1 else 0.0, **extra}
 
 
-def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, reuse_meta_models=None,
-        settings: dict | None = None) -> dict:
-    """Run the benchmark; returns the results dict and writes results/figures/checkpoints to ``out``.
+def run(cfg: dict, context: Context) -> dict:
+    """Run the benchmark; returns the results dict and writes results/figures/checkpoints to ``context.out``.
 
-    :param reuse_meta_models: folder holding ``meta_pdnet_{supervised,unsupervised}.pt`` from an earlier run
-        with the same configuration; meta-training is then skipped (its step count is kept in the results).
-    :param settings: overrides of the ``FULL`` / ``QUICK`` settings (:func:`~.settings.configure`).
+    With ``context.reuse_meta_models``, a folder holding ``meta_pdnet_{supervised,unsupervised}.pt`` from an
+    earlier run with the same configuration, meta-training is skipped (its step count is kept in the results).
     """
-    cfg = configure(QUICK if quick else FULL, settings)
     unknown = [t for t in cfg["unseen_tasks"] if t not in TASK_LABELS]
     if unknown or not cfg["unseen_tasks"]:
         raise ValueError(f"unseen_tasks {cfg['unseen_tasks']!r}: choose one or more of {list(TASK_LABELS)}.")
     if cfg["equivariant_finetuning"]:  # a bad transform fails now, not after an hour of baselines
         for task in cfg["unseen_tasks"]:
             equivariance_transform(per_model(cfg["equivariant_transforms"], task))
-    device = torch.device(device) if device else default_device()
-    root = data_root(root)
-    out = Path(out) if out is not None else None
-    reuse = Path(reuse_meta_models) if reuse_meta_models is not None else None
-    started = time.perf_counter()
-    log(f"Meta-Prior benchmark ({'quick' if quick else 'full'}) | {machine(device)}")
-    log(f"config: {cfg}")
+    device, root, out, seed = context.torch_device(), context.root(), context.out_dir, context.seed
+    reuse = Path(context.reuse_meta_models) if context.reuse_meta_models is not None else None
+    context.begin("Meta-Prior benchmark", cfg)
     data = load_data(root, cfg, device)
     denoiser = load_denoiser(root / cfg["denoiser"], device=device)
     tasks = meta_prior_tasks(data["train_images"], data["val_images"], patch_size=cfg["patch_size"], seed=seed)
@@ -311,21 +303,10 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, re
         visuals[(task, "PDNet trained on the task")] = scratch
         visuals[(task, "inputs")] = (physics_test, y_test[:1], x_test[:1])
 
-    result = {
-        "benchmark": "meta-prior",
-        "quick": quick,
-        "settings": settings or {},
-        "device": machine(device),
-        "config": dict(cfg, seed=seed, data_root=str(root), reused_meta_models=str(reuse) if reuse else None),
-        "wall_time_s": time.perf_counter() - started,
-        "rows": rows,
-        "curves": [{"task": t, "init": i, "loss": l, "psnr_by_step": c} for (t, i, l), c in curves.items()],
-    }
-    if out is not None:
-        write_outputs(result, curves, visuals, out)
-    log(format_table(result))
-    log(f"wall time {result['wall_time_s']:.0f} s on {result['device']}")
-    return result
+    result = context.result(
+        "meta-prior", dict(cfg, data_root=str(root), reused_meta_models=str(reuse) if reuse else None), rows,
+        curves=[{"task": t, "init": i, "loss": l, "psnr_by_step": c} for (t, i, l), c in curves.items()])
+    return context.finish(result, format_table(result), lambda folder: draw_figures(result, curves, visuals, folder))
 
 
 def format_table(result: dict) -> str:
@@ -342,14 +323,12 @@ def format_table(result: dict) -> str:
     return table
 
 
-def write_outputs(result: dict, curves: dict, visuals: dict, out: Path) -> None:
+def draw_figures(result: dict, curves: dict, visuals: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    write_results(out, result)
-    write_table(out, result, format_table(result))
     if not curves:  # baselines only: no figure to draw
         return
 

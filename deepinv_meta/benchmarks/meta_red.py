@@ -36,13 +36,11 @@ import torch
 
 from .. import baselines
 from ..bilevel import InnerLoop, MetaTrainer, OuterOptimizer
-from ..bilevel.trainer import default_device
 from ..data import center_crop, load_image_folder
 from ..models import GradientDescent, MetaRED, MetaSIREN, REDFixedPoint
 from ..tasks import Task
 from ..weights import load_denoiser
-from .report import log, machine, markdown_table, train_for, write_results, write_table
-from .settings import configure
+from .report import Context, log, markdown_table, train_for
 
 # `--set "tables=['3']"` reruns some tables only (Table 4 still tunes the RED step of Table 3's RED (12 it.))
 # `red_inner_lr`: Meta-RED's initial per-weight inner rates. Its inner loss ||A f(phi) - y||^2 barely depends on
@@ -292,22 +290,20 @@ def tables3and4(faces, denoiser, cfg, device, seed) -> list[dict]:
     return rows
 
 
-def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, settings: dict | None = None) -> dict:
-    cfg = configure(QUICK if quick else FULL, settings)
+def run(cfg: dict, context: Context) -> dict:
+    """Run the tables of ``cfg["tables"]``; returns the results dict (written to ``context.out`` too)."""
     tables = cfg["tables"] if isinstance(cfg["tables"], (list, tuple)) else [cfg["tables"]]
     cfg["tables"] = [str(table) for table in tables]  # `tables=3`, `tables=[3]` as well as `tables=['3']`
     unknown = set(cfg["tables"]) - set(TABLES)
     if unknown or not cfg["tables"]:
         raise ValueError(f"the `tables` setting must name some of the tables {list(TABLES)}, got {cfg['tables']}.")
-    device = torch.device(device) if device is not None else default_device()
+    device, seed, root = context.torch_device(), context.seed, context.root()
     torch.manual_seed(seed)
-    started = time.perf_counter()
-    log(f"Meta-RED / MetaSIREN benchmark ({'quick' if quick else 'full'}) | {machine(device)}")
+    context.begin("Meta-RED / MetaSIREN benchmark", cfg)
     denoiser = load_denoiser(root / cfg["denoiser"], device=device).eval()
     denoiser.requires_grad_(False)
     everything = load_faces(root, device)
     faces, small = split(everything, cfg["img_size"], cfg), split(everything, cfg["pixels_size"], cfg)
-    log(f"config: {cfg}")
     log(f"{len(faces[0])} training / {len(faces[1])} test faces (grey), denoiser {cfg['denoiser']}")
     rows = []
     if "1" in cfg["tables"]:
@@ -316,18 +312,10 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
         rows += table2(small, cfg, device, seed)
     if {"3", "4"} & set(cfg["tables"]):
         rows += tables3and4(faces, denoiser, cfg, device, seed)
-    result = {
-        "benchmark": "meta-red", "quick": quick, "settings": settings or {}, "device": machine(device),
-        "config": dict(cfg, seed=seed, data_root=str(root),
-                       lpips="not reported: LPIPS weights are downloaded at first use, none available offline"),
-        "wall_time_s": time.perf_counter() - started, "rows": rows,
-    }
-    if out is not None:
-        write_results(Path(out), result)
-        write_table(Path(out), result, format_table(result))
-    log(format_table(result))
-    log(f"wall time {result['wall_time_s']:.0f} s on {result['device']}")
-    return result
+    config = dict(cfg, data_root=str(root),
+                  lpips="not reported: LPIPS weights are downloaded at first use, none available offline")
+    result = context.result("meta-red", config, rows)
+    return context.finish(result, format_table(result))
 
 
 def format_table(result: dict) -> str:

@@ -33,15 +33,14 @@ import torch
 
 from .. import baselines
 from ..bilevel import InnerLoop, MetaTrainer, NonFiniteLossError, OuterOptimizer
-from ..bilevel.trainer import default_device
-from ..data import data_root, load_image_folder
+from ..data import load_image_folder
 from ..io import save
 from ..models import MetaDIP, MetaSIREN
 from ..physics import to_physics_input
 from ..tasks import Task
 from ..weights import load_denoiser
-from .report import log, machine, markdown_table, train_for, write_results, write_table
-from .settings import configure, per_model
+from .report import Context, log, markdown_table, train_for
+from .settings import per_model
 
 # The full run is 32x32 on a CPU (speed-up >= 18.4x). At 64x64 an outer lr of 1e-4 (1e-3 blew up at step 130 in
 # one trial) plateaus near a held-out loss of 6e-3 within 20 minutes: a time-to-PSNR speed-up of 2.8x (committed
@@ -261,19 +260,14 @@ def speedup(model: MetaDIP, dip: baselines.VanillaDIP, x: torch.Tensor, physics,
             "note": "median over test faces; entries where DIP never reached MetaDIP(50)'s PSNR are lower bounds"}
 
 
-def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, settings: dict | None = None) -> dict:
-    """Run the benchmark; returns the results dict and writes results/figures/checkpoints to ``out``."""
-    cfg = configure(QUICK if quick else FULL, settings)
-    device = torch.device(device) if device else default_device()
-    root = data_root(root)
-    out = Path(out) if out is not None else None
+def run(cfg: dict, context: Context) -> dict:
+    """Run the benchmark; returns the results dict and writes results/figures/checkpoints to ``context.out``."""
+    device, root, out, seed = context.torch_device(), context.root(), context.out_dir, context.seed
     unknown = set(cfg["methods"]) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)} in the `methods` setting; choose among {list(METHODS)}.")
     wanted = set(cfg["methods"])
-    started = time.perf_counter()
-    log(f"MetaDIP benchmark ({'quick' if quick else 'full'}) | {machine(device)}")
-    log(f"config: {cfg}")
+    context.begin("MetaDIP benchmark", cfg)
     data = load_data(root, cfg, device)
     size = (3, cfg["img_size"], cfg["img_size"])
     psnr = dinv.loss.metric.PSNR()
@@ -351,18 +345,9 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
             + ", ".join(f"{r:.1f}" for r in speed["per_image"]))
         curves = convergence(meta_models["MetaDIP"], dip, data["faces"][:1], physics, cfg["curve_steps"], psnr)
 
-    result = {
-        "benchmark": "metadip", "quick": quick, "settings": settings or {}, "device": machine(device),
-        "config": dict(cfg, seed=seed, data_root=str(root), meta_training=meta_training),
-        "wall_time_s": time.perf_counter() - started,
-        "speedup": speed and speed["speedup"], "speedup_detail": speed,
-        "rows": rows, "convergence": curves,
-    }
-    if out is not None:
-        write_outputs(result, out)
-    log(format_table(result))
-    log(f"wall time {result['wall_time_s']:.0f} s on {result['device']}")
-    return result
+    result = context.result("metadip", dict(cfg, data_root=str(root), meta_training=meta_training), rows,
+                            speedup=speed and speed["speedup"], speedup_detail=speed, convergence=curves)
+    return context.finish(result, format_table(result), lambda folder: draw_figures(result, folder))
 
 
 def format_table(result: dict) -> str:
@@ -388,14 +373,12 @@ def format_table(result: dict) -> str:
             + ", ".join(f"{r:.1f}" for r in speed["per_image"]) + ")\n")
 
 
-def write_outputs(result: dict, out: Path) -> None:
+def draw_figures(result: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    write_results(out, result)
-    write_table(out, result, format_table(result))
     if result["convergence"] is None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))

@@ -1,16 +1,93 @@
-"""What every benchmark writes: the machine line, ``results.json`` and a markdown table (DESIGN.md contract)."""
+"""The skeleton every benchmark shares: its :class:`Context` (what the command line gives it), the log, the
+machine line, ``results.json`` and a markdown table (DESIGN.md contract).
+
+A benchmark module defines ``FULL`` and ``QUICK`` settings and ``run(config, context) -> result``;
+:func:`run_benchmark` applies the user's ``--set`` overrides and calls it, and the module ends with
+:meth:`Context.finish`, which writes ``results.json`` and ``table.md`` and logs the table and the wall time.
+"""
 
 from __future__ import annotations
 
 import json
 import platform
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import deepinv as dinv
 import torch
 
 from ..bilevel import NonFiniteLossError
+from ..bilevel.trainer import default_device
+from ..data import data_root
+from .settings import configure
+
+
+@dataclass
+class Context:
+    """Where and how a benchmark runs.
+
+    :param bool quick: the ``QUICK`` settings instead of ``FULL``.
+    :param str device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
+    :param str data_root: the offline data folder (default ``$DEEPINV_META_DATA``).
+    :param str out: the output folder (``None``: nothing written).
+    :param int seed: the seed of every random draw.
+    :param dict settings: the user's overrides of the settings (``--set KEY=VALUE``), stored in the results.
+    :param str reuse_meta_models: meta-prior only: a folder of meta-models from an earlier run, loaded instead of
+        meta-training them.
+    :param str command: the command line that reproduces the run, without ``--quick`` and ``--set`` (default
+        ``deepinv-meta benchmark NAME``).
+    """
+
+    quick: bool = False
+    device: str | None = None
+    data_root: str | Path | None = None
+    out: str | Path | None = None
+    seed: int = 0
+    settings: dict = field(default_factory=dict)
+    reuse_meta_models: str | Path | None = None
+    command: str | None = None
+    started: float = field(default_factory=time.perf_counter, repr=False)
+
+    @property
+    def out_dir(self) -> Path | None:
+        return None if self.out is None else Path(self.out)
+
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device) if self.device else default_device()
+
+    def root(self) -> Path:
+        return data_root(self.data_root)
+
+    def begin(self, title: str, config: dict) -> None:
+        """Start the clock and log the benchmark, the machine and the configuration."""
+        self.started = time.perf_counter()
+        log(f"{title} ({'quick' if self.quick else 'full'}) | {machine(self.torch_device())}")
+        log(f"config: {config}")
+
+    def result(self, benchmark: str, config: dict, rows: list, **fields) -> dict:
+        """The results of a run: its name, settings, machine, configuration, wall time, rows and ``fields``."""
+        return {"benchmark": benchmark, "quick": self.quick, "settings": dict(self.settings),
+                "device": machine(self.torch_device()), "config": dict(config, seed=self.seed),
+                "wall_time_s": time.perf_counter() - self.started, "rows": rows, **fields}
+
+    def finish(self, result: dict, table: str, figures=None) -> dict:
+        """Write ``results.json``, ``table.md`` and ``figures(out)`` (when there is an output folder), log the
+        table and the wall time; returns ``result``."""
+        if self.out_dir is not None:
+            write_results(self.out_dir, result)
+            write_table(self.out_dir, dict(result, command=self.command), table)
+            if figures is not None:
+                figures(self.out_dir)
+        log(table)
+        log(f"wall time {result['wall_time_s']:.0f} s on {result['device']}")
+        return result
+
+
+def run_benchmark(module, context: Context) -> dict:
+    """Run the benchmark ``module`` (``FULL`` / ``QUICK`` settings with ``context.settings`` applied; an unknown
+    setting is an error before any work)."""
+    return module.run(configure(module.QUICK if context.quick else module.FULL, context.settings), context)
 
 
 def log(message: str) -> None:
@@ -46,7 +123,8 @@ def markdown_table(rows: list[dict], columns: list[str], methods: list[str], cel
 def write_table(out: Path, result: dict, table: str) -> None:
     """``table.md``: the command (with its ``--set`` overrides), device, wall time and configuration of the run, then ``table``."""
     overrides = "".join(f' --set "{key}={value!r}"' for key, value in result.get("settings", {}).items())
-    header = (f"Command: `deepinv-meta benchmark {result['benchmark']}{' --quick' if result['quick'] else ''}{overrides}`  \n"
+    command = result.get("command") or f"deepinv-meta benchmark {result['benchmark']}"
+    header = (f"Command: `{command}{' --quick' if result['quick'] else ''}{overrides}`  \n"
               f"Device: {result['device']}  \nWall time: {result['wall_time_s']:.0f} s  \n"
               f"Config: `{ {k: v for k, v in result['config'].items() if k != 'data_root'} }`\n\n")
     (out / "table.md").write_text(header + table)

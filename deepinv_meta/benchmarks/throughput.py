@@ -255,19 +255,18 @@ def _extract_commit(commit: str, folder: Path) -> Path | None:
     return folder
 
 
-def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, settings: dict | None = None) -> dict:
-    from .report import log, machine, write_results
-    from .settings import configure
+def run(cfg: dict, context) -> dict:
+    """Measure every case of ``cfg["cases"]`` (all by default); ``context``: :class:`~.report.Context`."""
+    from .report import log, machine  # here, not at the top: the workers of older commits import this file alone
 
-    cfg = configure(QUICK if quick else FULL, settings)
-    device = str(device or "cpu")
+    device = str(context.device or "cpu")
     threads, repeats = int(cfg["threads"]), int(cfg["repeats"])
     names = cfg["cases"] or list(CASES)
     unknown = sorted(set(names) - set(CASES))
     if unknown:
         raise ValueError(f"unknown throughput cases {unknown}; known: {list(CASES)}.")
     current = Path(__file__).resolve().parents[2]
-    started = time.perf_counter()
+    context.started = time.perf_counter()
     import torch
 
     torch.set_num_threads(threads)
@@ -295,13 +294,8 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
                 row[key]["rounds_s"] = [round(m["seconds"], 4) for m in good]
             rows.append(row)
             log("  " + format_row(row, peak))
-    result = {"benchmark": "throughput", "quick": quick, "device": machine(device), "config": cfg, "settings": settings or {},
-              "wall_time_s": time.perf_counter() - started, "peak": peak, "rows": rows}
-    if out is not None:
-        out = Path(out)
-        write_results(out, result)
-        (out / "table.md").write_text(format_table(result))
-    return result
+    result = dict(context.result("throughput", cfg, rows, peak=peak), device=machine(device))
+    return context.finish(result, format_table(result))
 
 
 def _gflops(measurement: dict) -> float:
@@ -326,11 +320,8 @@ def format_table(result: dict) -> str:
     peak = result["peak"]
     best = max(peak.get("matmul_gflops", 0), peak.get("conv_gflops", 0)) or float("nan")
     ref = result["config"]["reference"]
-    lines = [f"Command: `deepinv-meta benchmark throughput{' --quick' if result['quick'] else ''}`  ",
-             f"Device: {result['device']}  ",
-             f"Peak measured here: matmul {peak.get('matmul_gflops', float('nan')):.1f} GFLOP/s, "
-             f"conv {peak.get('conv_gflops', float('nan')):.1f} GFLOP/s  ", f"Wall time: {result['wall_time_s']:.0f} s",
-             "", f"| case | s / step (now) | s / step ({ref}) | speed-up | GFLOP / step | GFLOP/s (now) | % of peak |",
+    lines = [f"Peak measured here: matmul {peak.get('matmul_gflops', float('nan')):.1f} GFLOP/s, "
+             f"conv {peak.get('conv_gflops', float('nan')):.1f} GFLOP/s", "", f"| case | s / step (now) | s / step ({ref}) | speed-up | GFLOP / step | GFLOP/s (now) | % of peak |",
              "|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         now, old = row["now"], row.get("reference") or {}

@@ -46,7 +46,6 @@ import torch
 
 from ..baselines import SparseCodingInpainter, grid_edges
 from ..bilevel import NonFiniteLossError, fit_prior, train_end_to_end
-from ..bilevel.trainer import default_device
 from ..data import load_mnist
 from ..io import save
 from ..dynamics import SYSTEMS, sample_sequences, simulate
@@ -54,7 +53,7 @@ from ..models.variational import (FSGD, AutoEncoderPrior, FixedPoint, LSTMSolver
                                   VariationalCost, VariationalReconstructor)
 from ..physics import RandomHolesMaskGenerator, TimeSeriesMaskGenerator
 from ..tasks import Task
-from .report import log, loss_summary, machine, markdown_table, write_results, write_table
+from .report import Context, log, loss_summary, markdown_table
 from .settings import configure, per_model
 
 # the rows of Tables 1-2; `--set methods=[...]` and `--set datasets=[...]` rerun some of them only. A row
@@ -415,13 +414,12 @@ def run_lorenz(exp: Experiment, cfg) -> None:
 
 
 # ---------------------------------------------------------------------------------------- entry point
-def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, settings: dict | None = None) -> dict:
-    cfg = configure(QUICK if quick else FULL, settings)
-    device = torch.device(device) if device is not None else default_device()
+def run(cfg: dict, context: Context) -> dict:
+    """Run the benchmark; returns the results dict and writes results/figures/models to ``context.out``."""
+    device, seed = context.torch_device(), context.seed
+    root = context.data_root  # MNIST only: read from it, or from $DEEPINV_META_DATA, when MNIST is selected
     torch.manual_seed(seed)
-    started = time.perf_counter()
-    log(f"Learned variational solvers benchmark ({'quick' if quick else 'full'}) | {machine(device)}")
-    log(f"config: {cfg}")
+    context.begin("Learned variational solvers benchmark", cfg)
     selected = selected_methods(cfg)
     datasets = [d for d in cfg["datasets"] if selected & set(METHODS["MNIST" if d == "MNIST" else "lorenz"])]
     rows, pathways, examples, experiments = [], {}, {}, []
@@ -448,21 +446,19 @@ def run(quick: bool = False, device=None, root=None, out=None, seed: int = 0, se
         experiments.append(exp)
         examples[system] = series_examples(exp)
 
-    result = {
-        "benchmark": "variational", "quick": quick, "settings": settings or {}, "device": machine(device),
-        "config": dict(cfg, seed=seed, data_root=str(root),
-                       mnist_split="first mnist_train digits of t10k for training, last mnist_test for testing"),
-        "wall_time_s": time.perf_counter() - started, "rows": rows, "energy_pathways": pathways,
-    }
-    if out is not None:
-        write_outputs(result, examples, Path(out))
+    result = context.result(
+        "variational", dict(cfg, data_root=str(root),
+                            mnist_split="first mnist_train digits of t10k for training, last mnist_test for testing"),
+        rows, energy_pathways=pathways)
+
+    def outputs(folder: Path) -> None:
+        draw_figures(result, examples, folder)
         for exp in (e for e in experiments if "2S-CNN + LSTM-S (joint)" in e.models):
             # the paper's main model, loadable with deepinv_meta.load
-            save(exp.models["2S-CNN + LSTM-S (joint)"], Path(out) / f"{exp.name.lower()}_2scnn_lstm.pt",
-                 benchmark="variational", quick=quick)
-    log(format_table(result))
-    log(f"wall time {result['wall_time_s']:.0f} s on {result['device']}")
-    return result
+            save(exp.models["2S-CNN + LSTM-S (joint)"], folder / f"{exp.name.lower()}_2scnn_lstm.pt",
+                 benchmark="variational", quick=context.quick)
+
+    return context.finish(result, format_table(result), outputs)
 
 
 def mnist_examples(exp: Experiment, count: int = 8) -> dict:
@@ -507,12 +503,10 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(result: dict, examples: dict, out: Path) -> None:
+def draw_figures(result: dict, examples: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    write_results(out, result)
-    write_table(out, result, format_table(result))
     if result["energy_pathways"]:
         plot_energy_pathways(result["energy_pathways"], out)
     if "MNIST" in examples:
