@@ -242,25 +242,22 @@ class VanillaDIP(dinv.models.Reconstructor):
 
 
 class FromAdjoint(dinv.models.Reconstructor):
-    r"""Run a solver ``solver(x0, y, physics)`` (e.g. :class:`~deepinv_meta.models.REDFixedPoint`) from :math:`x_0 = A^\top y`."""
+    r"""Start ``module`` from :math:`x_0 = A^\top y`: a solver ``module(x0, y, physics)`` (e.g.
+    :class:`~deepinv_meta.models.REDFixedPoint`), or with ``image_only=True`` a network ``module(x0)``
+    (the supervised UNet baseline of Zhao, Tables 1-2)."""
 
-    def __init__(self, solver: nn.Module):
+    def __init__(self, module: nn.Module, image_only: bool = False):
         super().__init__()
-        self.solver = solver
+        self.module, self.image_only = module, image_only
 
     def forward(self, y, physics, **kwargs):
-        return self.solver(physics.A_adjoint(y), y, physics)
+        x0 = physics.A_adjoint(y)
+        return self.module(x0) if self.image_only else self.module(x0, y, physics)
 
 
-class BackProjectionNet(dinv.models.Reconstructor):
-    r"""A network applied to :math:`A^\top y` (the supervised UNet baseline of Zhao, Tables 1-2)."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, y, physics, **kwargs):
-        return self.net(physics.A_adjoint(y))
+def BackProjectionNet(net: nn.Module) -> FromAdjoint:
+    r"""A network applied to :math:`A^\top y` (``FromAdjoint(net, image_only=True)``)."""
+    return FromAdjoint(net, image_only=True)
 
 
 class SparseCodingInpainter(dinv.models.Reconstructor):

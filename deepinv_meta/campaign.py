@@ -35,6 +35,7 @@ import deepinv as dinv
 import torch
 
 from .bilevel import InnerLoop, MetaTrainer, OuterOptimizer
+from .figures import save_figure
 from .io import FileLock, atomic_write_json, remove_stale_temporaries
 from .tasks import Task
 
@@ -352,11 +353,7 @@ def plot_curve(rows: list[dict], path: Path, title: str) -> None:
     ax.set_title(f"campaign {title}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=100)
 
 
 def _now() -> str:

@@ -32,6 +32,7 @@ from . import baselines
 from .bilevel import InnerLoop, MetaTrainer, OuterOptimizer, finetune
 from .bilevel.trainer import default_device
 from .data import EMBEDDED_TEST, EMBEDDED_TRAIN, center_crop, data_root, embedded_images, extract_patches, load_image_folder
+from .figures import save_figure
 from .io import atomic_write_json, load, save, weights_checksum
 from .losses import equivariant_objective
 from .models import MetaPDNet
@@ -295,12 +296,12 @@ def run_evaluate(model_paths, *, operator: OperatorSpec | None = None, images: I
         Path(json_out).write_text(json.dumps({"physics": operator.to_dict(), "size": size, "images": len(x),
                                               "rows": rows}, indent=2))
     if figure is not None:
-        save_figure(figure, methods, physics, y[:1], x[:1], operator.complex)
+        draw_reconstructions(figure, methods, physics, y[:1], x[:1], operator.complex)
     sys.stdout.flush()
     return rows
 
 
-def save_figure(path, methods, operator, y, x, magnitude: bool) -> None:
+def draw_reconstructions(path, methods, operator, y, x, magnitude: bool) -> None:
     """Ground truth and each method's reconstruction of one image, with its PSNR, as a PNG."""
     import matplotlib
 
@@ -320,9 +321,7 @@ def save_figure(path, methods, operator, y, x, magnitude: bool) -> None:
         ax.imshow(image, cmap="gray" if image.dim() == 2 else None, vmin=0, vmax=1)
         ax.set_title(title if psnr is None else f"{title}\n{psnr:.2f} dB", fontsize=8)
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from .bilevel import InnerLoop, MetaTrainer, OuterOptimizer, finetune
 from .bilevel.trainer import default_device
 from . import pretrained
 from .data import EMBEDDED_TEST, EMBEDDED_TRAIN, center_crop, embedded_images
+from .figures import save_figure
 from .models import MetaPDNet
 from .physics import Adjoint, Bicubic, OperatorSpec
 from .tasks import meta_prior_tasks
@@ -139,6 +140,4 @@ def _figure(images: dict, x: torch.Tensor, path) -> None:
             axes[i, j].set_axis_off()
             if i == 0:
                 axes[i, j].set_title("\n".join(textwrap.wrap(name, 24)), fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

@@ -24,3 +24,12 @@ def small_tasks():
     from helpers import make_small_tasks
 
     return make_small_tasks()
+
+
+@pytest.fixture
+def offline_data() -> Path:
+    """The offline data folder (``$DEEPINV_META_DATA``); the test is skipped without it."""
+    root = os.environ.get("DEEPINV_META_DATA")
+    if not root:
+        pytest.skip("needs the offline data (DEEPINV_META_DATA)")
+    return Path(root)

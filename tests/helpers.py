@@ -45,3 +45,38 @@ def distributed_training_worker(rank, world_size, init_file, out_dir, steps, poi
         torch.save({"state": trainer.model.state_dict(), "history": trainer.history}, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def quick_benchmark(name, out, *options):
+    """``deepinv-meta benchmark NAME --quick`` on the CPU into ``out``; returns its results.json, checked for the
+    contract's fields."""
+    import json
+
+    from deepinv_meta.cli import main
+
+    assert main(["benchmark", name, "--quick", "--device", "cpu", "--out", str(out), *options]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["benchmark"] == name and result["quick"] is True and result["wall_time_s"] > 0
+    assert (out / "table.md").read_text().startswith(f"Command: `deepinv-meta benchmark {name}")
+    return result
+
+
+class LockHeldByAnotherProcess:
+    """``with LockHeldByAnotherProcess(lock_file) as pid:`` writes the pid of a live process into ``lock_file`` (as
+    a running trainer or campaign holds it); at the exit the process is killed, so the lock turns stale."""
+
+    def __init__(self, lock_file):
+        self.lock_file = lock_file
+
+    def __enter__(self) -> int:
+        import subprocess
+        import sys
+
+        self.holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        self.lock_file.write_text(str(self.holder.pid))
+        return self.holder.pid
+
+    def __exit__(self, *exc) -> None:
+        self.holder.kill()
+        self.holder.wait()

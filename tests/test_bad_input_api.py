@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from deepinv_meta import MetaPDNet, MetaTrainer, load, save
+from helpers import LockHeldByAnotherProcess
 
 
 def flip_a_weight_byte(path):
@@ -58,17 +59,12 @@ def test_model_values_that_would_run_wrongly_are_refused(kwargs):
 
 def test_a_second_trainer_on_the_same_checkpoint_is_refused(small_tasks, tmp_path):
     checkpoint = tmp_path / "run.pt"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (tmp_path / "run.pt.lock").write_text(str(holder.pid))  # as a live trainer holds it
+    with LockHeldByAnotherProcess(tmp_path / "run.pt.lock") as pid:  # as a live trainer holds it
         trainer = MetaTrainer(MetaPDNet(depth=2, channels=4), small_tasks, batch_size=2, progress=False,
                               checkpoint=checkpoint)
-        with pytest.raises(RuntimeError, match=f"held by process {holder.pid}"):
+        with pytest.raises(RuntimeError, match=f"held by process {pid}"):
             trainer.train(steps=1)
         assert not checkpoint.exists()
-    finally:
-        holder.kill()
-        holder.wait()
     with pytest.warns(UserWarning, match="stale lock"):
         trainer.train(steps=1)
     assert checkpoint.is_file() and not (tmp_path / "run.pt.lock").exists()

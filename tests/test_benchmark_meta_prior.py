@@ -1,25 +1,17 @@
 """`deepinv-meta benchmark meta-prior --quick` end to end (slow: about 6 minutes on 2 CPU cores)."""
 
-import json
-import os
-
 import pytest
 
 from deepinv_meta.benchmarks.report import Context, run_benchmark
+from helpers import quick_benchmark
 from deepinv_meta.benchmarks.settings import configure
 
 
 @pytest.mark.slow
-def test_quick_meta_prior_benchmark_writes_the_contract(tmp_path):
-    if not os.environ.get("DEEPINV_META_DATA"):
-        pytest.skip("needs the offline data (DEEPINV_META_DATA)")
+def test_quick_meta_prior_benchmark_writes_the_contract(tmp_path, offline_data):
     from deepinv_meta import load
-    from deepinv_meta.cli import main
 
-    assert main(["benchmark", "meta-prior", "--quick", "--part", "imaging", "--device", "cpu", "--out", str(tmp_path),
-                 "--set", "equivariant_finetuning=True"]) == 0
-    result = json.loads((tmp_path / "results.json").read_text())
-    assert result["benchmark"] == "meta-prior" and result["quick"] is True and result["wall_time_s"] > 0
+    result = quick_benchmark("meta-prior", tmp_path, "--part", "imaging", "--set", "equivariant_finetuning=True")
     tasks = {row["task"] for row in result["rows"]}
     assert {"SR x2 (Set3C)", "MRI x4 (knee P6-P10)"} <= tasks
     methods = {row["method"] for row in result["rows"]}
@@ -77,10 +69,8 @@ def test_meta_training_with_validation_keeps_the_best_weights(tmp_path):
     assert torch.equal(saved.weight, trainer.model.weight.detach().cpu())
 
 
-def test_baselines_only_run_flags_grid_edges(tmp_path):
+def test_baselines_only_run_flags_grid_edges(tmp_path, offline_data):
     """`--set baselines_only=True`: the baselines' rows alone; a best value at the edge of its grid is recorded."""
-    if not os.environ.get("DEEPINV_META_DATA"):
-        pytest.skip("needs the offline data (DEEPINV_META_DATA)")
     from deepinv_meta.benchmarks import meta_prior
 
     result = run_benchmark(meta_prior, Context(quick=True, device="cpu", out=tmp_path, settings={

@@ -1,23 +1,14 @@
 """`deepinv-meta benchmark meta-red --quick` end to end (slow: several minutes on one CPU core)."""
 
-import json
-import os
-from pathlib import Path
-
 import pytest
 
 from deepinv_meta.benchmarks.report import Context, run_benchmark
+from helpers import quick_benchmark
 
 
 @pytest.mark.slow
-def test_quick_meta_red_benchmark_writes_the_contract(tmp_path):
-    if not os.environ.get("DEEPINV_META_DATA"):
-        pytest.skip("needs the offline data (DEEPINV_META_DATA)")
-    from deepinv_meta.cli import main
-
-    assert main(["benchmark", "meta-red", "--quick", "--device", "cpu", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "results.json").read_text())
-    assert result["benchmark"] == "meta-red" and result["quick"] is True
+def test_quick_meta_red_benchmark_writes_the_contract(tmp_path, offline_data):
+    result = quick_benchmark("meta-red", tmp_path)
     tables = {row["table"] for row in result["rows"]}
     assert tables == {"1", "2", "3", "4"}
     methods = {row["method"] for row in result["rows"]}
@@ -27,11 +18,9 @@ def test_quick_meta_red_benchmark_writes_the_contract(tmp_path):
     assert (tmp_path / "table.md").stat().st_size > 0
 
 
-def test_a_subset_of_tables_runs_alone(tmp_path, monkeypatch):
+def test_a_subset_of_tables_runs_alone(tmp_path, monkeypatch, offline_data):
     """`--set "tables=['4']"` trains Table 4's models only, with the RED step tuned as for Table 3; every
     DnCNN trains at `denoiser_lr`, Meta-RED's SIREN and inner rates at `red_outer_lr`."""
-    if not os.environ.get("DEEPINV_META_DATA"):
-        pytest.skip("needs the offline data (DEEPINV_META_DATA)")
     from deepinv_meta.benchmarks import meta_red
 
     trainers = []
@@ -44,7 +33,7 @@ def test_a_subset_of_tables_runs_alone(tmp_path, monkeypatch):
     monkeypatch.setattr(meta_red, "MetaTrainer", RecordingTrainer)
     settings = {"tables": 4, "train_minutes": 0.01, "test_faces": 1, "tune_faces": 1, "train_faces": 8,
                 "img_size": 16, "siren_hidden": 8, "siren_layers": 2, "red_outer_lr": 3e-6, "denoiser_lr": 2e-4}
-    result = run_benchmark(meta_red, Context(quick=True, device="cpu", data_root=Path(os.environ["DEEPINV_META_DATA"]), out=tmp_path,
+    result = run_benchmark(meta_red, Context(quick=True, device="cpu", data_root=offline_data, out=tmp_path,
                                              settings=settings))
     assert {row["table"] for row in result["rows"]} == {"4"}
     assert len(result["rows"]) == 3 and "Table 3" not in (tmp_path / "table.md").read_text()
@@ -62,15 +51,13 @@ def test_a_subset_of_tables_runs_alone(tmp_path, monkeypatch):
     assert len(trainers[0].optimizer.param_groups) == 2  # Meta-RED: its SIREN and inner rates, its DnCNN
 
 
-def test_table3_reports_red_from_the_adjoint_and_from_the_ground_truth(tmp_path):
+def test_table3_reports_red_from_the_adjoint_and_from_the_ground_truth(tmp_path, offline_data):
     """The reference rows for Meta-RED's last 3 RED iterations: the oracle start (the ground truth) beats A^T y."""
-    if not os.environ.get("DEEPINV_META_DATA"):
-        pytest.skip("needs the offline data (DEEPINV_META_DATA)")
     from deepinv_meta.benchmarks import meta_red
 
     settings = {"tables": ["3"], "train_minutes": 0.005, "test_faces": 2, "tune_faces": 1, "train_faces": 8,
                 "img_size": 16, "siren_hidden": 8, "siren_layers": 2, "converged_iterations": 13}
-    result = run_benchmark(meta_red, Context(quick=True, device="cpu", data_root=Path(os.environ["DEEPINV_META_DATA"]), settings=settings))
+    result = run_benchmark(meta_red, Context(quick=True, device="cpu", data_root=offline_data, settings=settings))
     psnr = {row["method"]: row["psnr"] for row in result["rows"]}
     assert {row["table"] for row in result["rows"]} == {"3"} and "Meta-RED (L2, 3x3 = 12 it.)" in psnr
     assert psnr["RED (3 it. from the ground truth, oracle)"] > psnr["RED (3 it.)"] + 0.5

@@ -1,23 +1,17 @@
 """`deepinv-meta benchmark metadip --quick` end to end (slow: about 10 minutes on one CPU core)."""
 
-import json
-import os
-
 import pytest
 
 from deepinv_meta.benchmarks.report import Context, run_benchmark
+from helpers import quick_benchmark
 
 
 @pytest.mark.slow
-def test_quick_metadip_benchmark_writes_the_contract(tmp_path):
-    if not os.environ.get("DEEPINV_META_DATA"):
-        pytest.skip("needs the offline data (DEEPINV_META_DATA)")
+def test_quick_metadip_benchmark_writes_the_contract(tmp_path, offline_data):
     from deepinv_meta import load
-    from deepinv_meta.cli import main
 
-    assert main(["benchmark", "metadip", "--quick", "--device", "cpu", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "results.json").read_text())
-    assert result["benchmark"] == "metadip" and result["quick"] is True and result["speedup"] > 0
+    result = quick_benchmark("metadip", tmp_path)
+    assert result["speedup"] > 0
     tasks = {row["task"] for row in result["rows"]}
     assert {"denoising sigma=25 (faces)", "CS m/n=1/4 (patches)", "PR m/n=1/4 (faces)"} <= tasks
     methods = {row["method"] for row in result["rows"]}
@@ -44,10 +38,8 @@ def test_problems_keep_the_stated_measurement_ratios():
     assert measured == {"denoising sigma=25": 1.0, "CS m/n=1/4": 1 / 4, "PR m/n=1/4": 1 / 4, "PR m/n=1/8": 1 / 8}
 
 
-def test_a_subset_of_methods_reruns_those_rows_only(tmp_path):
+def test_a_subset_of_methods_reruns_those_rows_only(tmp_path, offline_data):
     """`--set methods=[...]`: PnP-ADMM rows alone, no meta-training and no speed-up; unknown names refused."""
-    if not os.environ.get("DEEPINV_META_DATA"):
-        pytest.skip("needs the offline data (DEEPINV_META_DATA)")
     from deepinv_meta.benchmarks import metadip
 
     settings = dict(methods=["PnP-ADMM"], img_size=16, sigmas=[25], cs_ratios=[], pr_ratios=[1 / 4], test_faces=1,

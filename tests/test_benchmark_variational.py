@@ -1,23 +1,16 @@
 """`deepinv-meta benchmark variational --quick` end to end (slow: about 8 minutes on one CPU core)."""
 
-import json
-import os
-
 import pytest
 
 from deepinv_meta.benchmarks.report import Context, run_benchmark
+from helpers import quick_benchmark
 
 
 @pytest.mark.slow
-def test_quick_variational_benchmark_writes_the_contract(tmp_path):
-    if not os.environ.get("DEEPINV_META_DATA"):
-        pytest.skip("needs the offline data (DEEPINV_META_DATA)")
+def test_quick_variational_benchmark_writes_the_contract(tmp_path, offline_data):
     from deepinv_meta import load
-    from deepinv_meta.cli import main
 
-    assert main(["benchmark", "variational", "--quick", "--device", "cpu", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "results.json").read_text())
-    assert result["benchmark"] == "variational" and result["quick"] is True
+    result = quick_benchmark("variational", tmp_path)
     methods = {(row["task"], row["method"]) for row in result["rows"]}
     for task in ("MNIST", "lorenz63", "lorenz96"):
         assert (task, "2S-CNN + LSTM-S (joint)") in methods

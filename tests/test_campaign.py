@@ -13,6 +13,7 @@ from deepinv_meta import campaign as campaign_module
 from deepinv_meta import pretrained
 from deepinv_meta.campaign import Run, Setup, run_campaign
 from deepinv_meta.io import FileLock
+from helpers import LockHeldByAnotherProcess
 
 
 def _tiny_build(root, device):
@@ -85,16 +86,9 @@ def test_a_tampered_zoo_file_is_refused(tiny_campaign):
 
 
 def test_a_second_campaign_on_the_same_folder_is_refused(tiny_campaign):
-    lock_path = tiny_campaign / "campaigns" / "tiny" / "campaign"
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        lock_path.parent.mkdir(parents=True)
-        (lock_path.parent / "campaign.lock").write_text(str(holder.pid))
-        with pytest.raises(RuntimeError, match=f"held by process {holder.pid}"):
+    with LockHeldByAnotherProcess(tiny_campaign / "campaigns" / "tiny" / "campaign.lock") as pid:
+        with pytest.raises(RuntimeError, match=f"held by process {pid}"):
             run_campaign("tiny", 0.02, folder=tiny_campaign / "campaigns", zoo=tiny_campaign / "zoo", log=lambda m: None)
-    finally:
-        holder.kill()
-        holder.wait()
     # the holder is dead now: its lock is stale and taken over with a warning
     with pytest.warns(UserWarning, match="stale lock"):
         run_campaign("tiny", 0.02, folder=tiny_campaign / "campaigns", chunk_minutes=0.02, zoo=tiny_campaign / "zoo",

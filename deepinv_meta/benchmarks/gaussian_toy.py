@@ -22,6 +22,7 @@ import torch
 
 from ..bilevel.inner import momentum_kwargs
 from ..bilevel import InnerLoop, MetaTrainer, OuterOptimizer, finetune
+from ..figures import save_figure
 from ..models import LinearModel
 from ..models.bayes import gaussian_bayes_estimator, operator_matrix, shared_kernel_rows
 from ..toy import hole_corners, mask_of, sample_images, smooth_covariance, toy_task
@@ -260,9 +261,7 @@ def draw_figure(maps: dict, out: Path) -> None:
                 ax.set_title(f"{title}, {split} task\n({loss})", fontsize=9)
                 ax.set_xlabel("observed pixel (Im)")
                 ax.set_ylabel("hidden pixel (Ker)")
-    fig.tight_layout()
-    fig.savefig(out / "im_to_ker_maps.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "im_to_ker_maps.png", dpi=120)
 
 
 def main(argv=None) -> None:

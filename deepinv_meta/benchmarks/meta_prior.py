@@ -30,6 +30,7 @@ import torch
 from .. import baselines
 from ..bilevel import InnerLoop, MetaTrainer, OuterOptimizer, finetune
 from ..data import extract_patches, load_image_folder, load_knee_slices
+from ..figures import save_figure
 from ..io import load, save
 from ..losses import equivariance_transform, equivariant_objective
 from ..models import MetaPDNet
@@ -349,9 +350,7 @@ def draw_figures(result: dict, curves: dict, visuals: dict, out: Path) -> None:
         ax.set_xlabel("fine-tuning steps")
         ax.set_ylabel("PSNR (dB)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "finetuning_curves.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "finetuning_curves.png", dpi=120)
 
     # Visual comparison on the first test image of each unseen task.
     names = [name for (t, name) in visuals if t == tasks[0] and name != "inputs"]
@@ -368,9 +367,7 @@ def draw_figures(result: dict, curves: dict, visuals: dict, out: Path) -> None:
             score = "" if name == "ground truth" else f"\n{dinv.loss.metric.PSNR()(image.clamp(0, 1), show(x)).item():.2f} dB"
             ax.set_title(f"{name}{score}", fontsize=8)
             ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out / "visual_comparison.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "visual_comparison.png", dpi=110)
 
     # Figure 3: meta-model vs inner model on the training tasks.
     train = [r for r in result["rows"] if r["task"].startswith("train task")]
@@ -386,6 +383,4 @@ def draw_figures(result: dict, curves: dict, visuals: dict, out: Path) -> None:
     ax.set_xticklabels([t.replace("train task: ", "") for t in task_names])
     ax.set_ylabel("PSNR (dB)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "training_tasks.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "training_tasks.png", dpi=120)

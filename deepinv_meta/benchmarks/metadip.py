@@ -34,6 +34,7 @@ import torch
 from .. import baselines
 from ..bilevel import InnerLoop, MetaTrainer, NonFiniteLossError, OuterOptimizer
 from ..data import load_image_folder
+from ..figures import save_figure
 from ..io import save
 from ..models import MetaDIP, MetaSIREN
 from ..physics import to_physics_input
@@ -394,6 +395,4 @@ def draw_figures(result: dict, out: Path) -> None:
     for ax in axes:
         ax.legend()
         ax.set_title("denoising sigma=25, one held-out face")
-    fig.tight_layout()
-    fig.savefig(out / "convergence.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "convergence.png", dpi=120)

@@ -47,6 +47,7 @@ import torch
 from ..baselines import SparseCodingInpainter, grid_edges
 from ..bilevel import NonFiniteLossError, fit_prior, train_end_to_end
 from ..data import load_mnist
+from ..figures import save_figure
 from ..io import save
 from ..dynamics import SYSTEMS, sample_sequences, simulate
 from ..models.variational import (FSGD, AutoEncoderPrior, FixedPoint, LSTMSolver, ODEPrior, PCAPrior, TwoScaleCNN,
@@ -54,7 +55,7 @@ from ..models.variational import (FSGD, AutoEncoderPrior, FixedPoint, LSTMSolver
 from ..physics import RandomHolesMaskGenerator, TimeSeriesMaskGenerator
 from ..tasks import Task
 from .report import Context, log, loss_summary, markdown_table
-from .settings import configure, per_model
+from .settings import per_model
 
 # the rows of Tables 1-2; `--set methods=[...]` and `--set datasets=[...]` rerun some of them only. A row
 # another asked-for row needs is run too (REQUIRES): its tuned lambda or its learned cost.
@@ -423,28 +424,22 @@ def run(cfg: dict, context: Context) -> dict:
     selected = selected_methods(cfg)
     datasets = [d for d in cfg["datasets"] if selected & set(METHODS["MNIST" if d == "MNIST" else "lorenz"])]
     rows, pathways, examples, experiments = [], {}, {}, []
-    if "MNIST" in datasets:
-        mnist = mnist_experiment(root, cfg, device, seed)
-        log(f"MNIST: {len(mnist.x_train)} training / {len(mnist.x_test)} test digits, sigma^2 = {mnist.variance:.4f}")
-        run_mnist(mnist, cfg)
-        rows += mnist.rows
-        experiments.append(mnist)
-        y, x = mnist.y_test[:1], mnist.x_test[:1]
-        mnist.physics.update(mask=mnist.mask[:1])
-        for method in ("PCA + FSGD", "PCA + LSTM-S (fixed)", "2S-CNN (learned) + FSGD", "2S-CNN + LSTM-S (joint)"):
-            if method in mnist.models:
-                pathways[method] = energy_pathway(mnist.models[method], y, mnist.physics, x)
-        examples["MNIST"] = mnist_examples(mnist)
-
-    for system in ("lorenz63", "lorenz96"):
-        if system not in datasets:
+    for name in ("MNIST", "lorenz63", "lorenz96"):
+        if name not in datasets:
             continue
-        exp = lorenz_experiment(system, cfg, device, seed)
-        log(f"{system}: {len(exp.x_train)} training / {len(exp.x_test)} test sequences of {cfg['sequence_length']} steps")
-        run_lorenz(exp, cfg)
+        if name == "MNIST":
+            exp = mnist_experiment(root, cfg, device, seed)
+            log(f"MNIST: {len(exp.x_train)} training / {len(exp.x_test)} test digits, sigma^2 = {exp.variance:.4f}")
+            run_mnist(exp, cfg)
+            pathways = mnist_pathways(exp)
+        else:
+            exp = lorenz_experiment(name, cfg, device, seed)
+            log(f"{name}: {len(exp.x_train)} training / {len(exp.x_test)} test sequences of {cfg['sequence_length']} "
+                "steps")
+            run_lorenz(exp, cfg)
         rows += exp.rows
         experiments.append(exp)
-        examples[system] = series_examples(exp)
+        examples[name] = mnist_examples(exp) if name == "MNIST" else series_examples(exp)
 
     result = context.result(
         "variational", dict(cfg, data_root=str(root),
@@ -459,6 +454,15 @@ def run(cfg: dict, context: Context) -> dict:
                  benchmark="variational", quick=context.quick)
 
     return context.finish(result, format_table(result), outputs)
+
+
+def mnist_pathways(exp: Experiment) -> dict:
+    """The energy along each MNIST solver's iterations, on the first test digit (energy_pathways.png)."""
+    y, x = exp.y_test[:1], exp.x_test[:1]
+    exp.physics.update(mask=exp.mask[:1])
+    return {method: energy_pathway(exp.models[method], y, exp.physics, x)
+            for method in ("PCA + FSGD", "PCA + LSTM-S (fixed)", "2S-CNN (learned) + FSGD", "2S-CNN + LSTM-S (joint)")
+            if method in exp.models}
 
 
 def mnist_examples(exp: Experiment, count: int = 8) -> dict:
@@ -531,9 +535,7 @@ def plot_energy_pathways(pathways: dict, out: Path) -> None:
         ax.set_xlabel("solver iteration k")
         ax.legend(fontsize=8)
     fig.suptitle("Energy pathways on one MNIST test digit (dashed: FSGD, solid: LSTM solver)")
-    fig.tight_layout()
-    fig.savefig(out / "energy_pathways.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "energy_pathways.png", dpi=120)
 
 
 def plot_mnist_examples(images: dict, out: Path) -> None:
@@ -545,9 +547,7 @@ def plot_mnist_examples(images: dict, out: Path) -> None:
             axes[row, col].imshow(batch[col, 0].clamp(0, 1), cmap="gray", vmin=0, vmax=1)
             axes[row, col].axis("off")
         axes[row, 0].set_title(name, fontsize=7, loc="left")
-    fig.tight_layout()
-    fig.savefig(out / "mnist_examples.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "mnist_examples.png", dpi=120)
 
 
 def plot_series_example(series: dict, system: str, out: Path) -> None:
@@ -567,6 +567,4 @@ def plot_series_example(series: dict, system: str, out: Path) -> None:
                 ax.plot(observed[d].nonzero().flatten(), series["observed"][0, d, 0][observed[d]], "k.", ms=2)
         ax.set_title(name, fontsize=8, loc="left")
     axes[-1].set_xlabel("time step")
-    fig.tight_layout()
-    fig.savefig(out / f"{system}_example.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / f"{system}_example.png", dpi=120)

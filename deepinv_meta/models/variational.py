@@ -289,6 +289,16 @@ class VariationalCost(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------- solvers
+def iterate(update, x0: torch.Tensor, iterations: int, callback=None) -> torch.Tensor:
+    """:math:`x^{(k+1)} = \mathrm{update}(x^{(k)})` from ``x0``, calling ``callback(k + 1, x)`` after each step."""
+    x = x0
+    for k in range(iterations):
+        x = update(x)
+        if callback is not None:
+            callback(k + 1, x)
+    return x
+
+
 class FSGD(nn.Module):
     r"""Fixed-step gradient descent on the cost: :math:`x^{(k+1)} = x^{(k)} - \tau \nabla_x U_\Phi(x^{(k)})`.
 
@@ -307,12 +317,8 @@ class FSGD(nn.Module):
         return {"iterations": self.iterations, "stepsize": self.stepsize}
 
     def forward(self, cost, y, physics, x0, callback=None, track: bool = False):
-        x = x0
-        for k in range(self.iterations):
-            x = x - self.stepsize * cost.gradient(x, y, physics, create_graph=track)
-            if callback is not None:
-                callback(k + 1, x)
-        return x
+        return iterate(lambda x: x - self.stepsize * cost.gradient(x, y, physics, create_graph=track), x0,
+                       self.iterations, callback)
 
 
 class FixedPoint(nn.Module):
@@ -329,12 +335,7 @@ class FixedPoint(nn.Module):
         return {"iterations": self.iterations}
 
     def forward(self, cost, y, physics, x0, callback=None, track: bool = False):
-        x = x0
-        for k in range(self.iterations):
-            x = cost.prior(x)
-            if callback is not None:
-                callback(k + 1, x)
-        return x
+        return iterate(cost.prior, x0, self.iterations, callback)
 
 
 class ConvLSTMCell(nn.Module):
