@@ -24,8 +24,8 @@ import torch
 
 from deepinv_meta import InnerLoop, LinearModel, MetaTrainer, OuterOptimizer
 from deepinv_meta.benchmarks.gaussian_toy import adapt_to_mask, im_to_ker, relative_error
-from deepinv_meta.models.bayes import gaussian_bayes_estimator, operator_matrix, shared_kernel_rows
-from deepinv_meta.toy import hole_corners, mask_of, sample_images, smooth_covariance, toy_task
+from deepinv_meta.benchmarks.theory import gaussian_bayes_estimator, operator_matrix, shared_kernel_rows
+from deepinv_meta.benchmarks.theory import hole_corners, mask_of, sample_images, smooth_covariance, toy_task
 
 size, hole = 8, 3
 sigma = smooth_covariance(size, length_scale=1.0, jitter=0.1)  # correlated pixels

@@ -20,8 +20,10 @@ FLOORS = [
     {"cli"},
     {""},  # the package itself: deepinv_meta/__init__.py
 ]
-# its cases run in a fresh process against any commit of the package, through the public API (the root package)
-UPWARD_ALLOWED = {("benchmarks.throughput", "")}
+UPWARD_ALLOWED = {
+    ("benchmarks.throughput", ""),  # its cases run against any commit of the package, through its public API
+    ("toy", "benchmarks.theory"), ("models.bayes", "benchmarks.theory"),  # deprecated aliases of moved modules
+}
 
 
 def module_name(path: Path) -> str:
@@ -85,3 +87,18 @@ def test_no_module_imports_itself_back():
     for module in GRAPH:
         if module not in state:
             visit(module, [])
+
+
+def test_moved_modules_keep_their_old_names_with_a_deprecation_warning():
+    import importlib
+    import sys
+
+    import pytest
+
+    from deepinv_meta.benchmarks import theory
+
+    for old, name in (("deepinv_meta.toy", "toy_task"), ("deepinv_meta.models.bayes", "gaussian_bayes_estimator")):
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match="deepinv_meta.benchmarks.theory"):
+            module = importlib.import_module(old)
+        assert getattr(module, name) is getattr(theory, name)

@@ -4,13 +4,13 @@ import deepinv as dinv
 import pytest
 import torch
 
-from deepinv_meta.models.bayes import (
+from deepinv_meta.benchmarks.theory import (
     GaussianBayesEstimator,
     gaussian_bayes_estimator,
     operator_matrix,
     shared_kernel_rows,
 )
-from deepinv_meta.toy import SquareHoleMaskGenerator, hole_corners, mask_of, sample_images, smooth_covariance, toy_task
+from deepinv_meta.benchmarks.theory import SquareHoleMaskGenerator, hole_corners, mask_of, sample_images, smooth_covariance, toy_task
 
 
 def test_lemma_32_matches_the_conditional_gaussian_formula():

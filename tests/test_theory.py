@@ -40,8 +40,8 @@ def test_meta_training_with_a_converging_inner_loop_reaches_the_theorem_31_optim
     0.579 after 600 outer steps), 20 Adam steps at the paper's rate do not (0.961): that model compromises."""
     from deepinv_meta import MetaTrainer
     from deepinv_meta.benchmarks.gaussian_toy import relative_error
-    from deepinv_meta.models.bayes import gaussian_bayes_estimator, operator_matrix, shared_kernel_rows
-    from deepinv_meta.toy import hole_corners, mask_of, sample_images, smooth_covariance, toy_task
+    from deepinv_meta.benchmarks.theory import gaussian_bayes_estimator, operator_matrix, shared_kernel_rows
+    from deepinv_meta.benchmarks.theory import hole_corners, mask_of, sample_images, smooth_covariance, toy_task
 
     size, hole = 8, 3
     sigma = smooth_covariance(size, 1.0, 0.1)

@@ -24,8 +24,8 @@ from ..bilevel.inner import momentum_kwargs
 from ..bilevel import InnerLoop, MetaTrainer, OuterOptimizer, finetune
 from ..figures import save_figure
 from ..models import LinearModel
-from ..models.bayes import gaussian_bayes_estimator, operator_matrix, shared_kernel_rows
-from ..toy import hole_corners, mask_of, sample_images, smooth_covariance, toy_task
+from .theory import gaussian_bayes_estimator, operator_matrix, shared_kernel_rows
+from .theory import hole_corners, mask_of, sample_images, smooth_covariance, toy_task
 from .report import Context, run_benchmark
 
 # The outer loss fits a regression on D_test: with few samples even least squares is far from the
@@ -157,7 +157,7 @@ def run(cfg: dict, context: Context) -> dict:
 
 def theorem_31_bound(train_corners, test_corners, size, hole, mu, sigma, bayes_maps: dict) -> list[dict]:
     """Rows for the meta-model with an unsupervised inner loss of least outer risk (analytic, infinite
-    data): its kernel rows are shared by all tasks (:func:`~deepinv_meta.models.bayes.shared_kernel_rows`),
+    data): its kernel rows are shared by all tasks (:func:`~deepinv_meta.benchmarks.theory.shared_kernel_rows`),
     so it cannot match every task's Bayes map; its error is what meta-training aims at."""
     train_masks = [mask_of(c, size, hole) for c in train_corners]
     theta = shared_kernel_rows(train_masks, mu, sigma).float()
