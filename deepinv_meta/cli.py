@@ -76,6 +76,7 @@ def add_reconstruct_parser(commands) -> None:
     rec.add_argument("--lr", type=LEARNING_RATE, default=1e-3, help="adaptation learning rate (default 1e-3)")
     rec.add_argument("--loss", choices=("equivariant", "unsupervised"), default="equivariant",
                      help="adaptation loss without ground truth (default equivariant)")
+    rec.add_argument("--chunk-size", type=COUNT, default=8, help=CHUNK_HELP)
     rec.add_argument("--color", action="store_true", help="RGB images (default grey)")
     rec.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     rec.add_argument("--force", action="store_true", help="overwrite existing output files of another kind")
@@ -130,6 +131,10 @@ FRACTION = number(float, 0, 1, low_open=True, name="fraction in (0, 1]")
 MOMENTUM = number(float, 0, 1, high_open=True, name="momentum in [0, 1)")
 NONNEGATIVE = number(float, 0, name="number >= 0")
 LEARNING_RATE = number(float, 0, 10, low_open=True, name="learning rate in (0, 10]")
+
+CHUNK_HELP = ("measurements a fine-tuning step evaluates at a time (default 8): the step is the same, its memory that "
+              "of one chunk (measured: a depth-20, 40-channel MetaPDNet with the equivariant loss needs about 80 MB "
+              "per 64x64 patch, 3.4 GB for 32 patches at once, 1.5 GB in chunks of 8, and runs faster in chunks)")
 
 
 # --physics parameters: argument name -> (type, help); build_physics refuses those the operator does not take
@@ -214,6 +219,7 @@ def add_finetune_parser(commands) -> None:
     tune.add_argument("--momentum", type=MOMENTUM, default=0.0, help="heavy-ball momentum of sgd (default 0)")
     tune.add_argument("--lam", type=NONNEGATIVE, default=0.0, help="proximal weight lambda (keeps the weights near the meta-model)")
     tune.add_argument("--batch-size", type=COUNT, default=None, help="patches per step (default: all)")
+    tune.add_argument("--chunk-size", type=COUNT, default=8, help=CHUNK_HELP)
     tune.add_argument("--force", action="store_true", help="overwrite an existing output file of another kind")
 
 
@@ -287,7 +293,7 @@ def dispatch(args) -> int:
             {"blur_sigma": args.blur_sigma} if args.physics == "blur" else {})
         run_reconstruct(args.measurements, args.out, operator=OperatorSpec.named(args.physics, color=args.color, **params),
                         model=args.model, mask=args.mask, inner=InnerLoop(steps=args.steps, lr=args.lr), loss=args.loss,
-                        options=RunOptions(device=args.device, force=args.force))
+                        options=RunOptions(device=args.device, force=args.force, chunk_size=args.chunk_size))
     else:
         return run_workflow(args)
     return 0
@@ -301,7 +307,8 @@ def run_workflow(args) -> int:
     from .bilevel.inner import momentum_kwargs
     from .physics import OperatorSpec
 
-    options = commands.RunOptions(device=args.device, seed=args.seed, progress=True, force=args.force)
+    options = commands.RunOptions(device=args.device, seed=args.seed, progress=True, force=args.force,
+                                  chunk_size=getattr(args, "chunk_size", None))
     operator = None if args.command == "train" or args.physics is None else OperatorSpec.named(
         args.physics, noise=args.noise, seed=args.seed, color=args.color, **physics_options(args))
     if args.command == "train":

@@ -125,13 +125,15 @@ class Images:
 
 @dataclass
 class RunOptions:
-    """How a command runs: ``device`` (default: CUDA when available), ``seed``, progress bars, and ``force``
-    (overwrite an existing output file of another kind)."""
+    """How a command runs: ``device`` (default: CUDA when available), ``seed``, progress bars, ``force``
+    (overwrite an existing output file of another kind) and ``chunk_size``, the measurements a fine-tuning step
+    evaluates at a time (the same step, with the memory of one chunk; ``None``: the whole batch at once)."""
 
     device: str | None = None
     seed: int = 0
     progress: bool = True
     force: bool = False
+    chunk_size: int | None = 8
 
     def torch_device(self) -> torch.device:
         return torch.device(self.device) if self.device else default_device()
@@ -228,8 +230,8 @@ def run_finetune(model_path, out, *, operator: OperatorSpec, images: Images | No
     if loss == "equivariant":
         objective = equivariant_objective(transform, torch.Generator(device).manual_seed(options.seed + 1))
     adapted, losses = finetune(model, physics, y, x=x if loss == "supervised" else None, inner=inner, loss=objective,
-                               batch_size=images.batch_size, seed=options.seed, progress=options.progress,
-                               return_losses=True)
+                               batch_size=images.batch_size, chunk_size=options.chunk_size, seed=options.seed,
+                               progress=options.progress, return_losses=True)
     save(adapted, out, physics=operator.to_dict(),
          finetune={"from": str(model_path), "loss": loss, "steps": inner.steps, "lr": inner.lr, "lam": inner.lam,
                    "optimizer": inner.optimizer, "momentum": inner.optimizer_kwargs.get("momentum", 0.0), "patches": len(x), "size": images.size,

@@ -128,7 +128,8 @@ def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-pr
         else:
             print(f"adapting {model} to {len(members)} measurement(s) of shape {tuple(shape[1:])}: {inner.steps} {loss} "
                   "steps, no ground truth", flush=True)
-            reconstructor = finetune(base, forward, y, inner=inner, loss=loss, progress=options.progress)
+            reconstructor = finetune(base, forward, y, inner=inner, loss=loss, chunk_size=options.chunk_size,
+                                     progress=options.progress)
         with torch.no_grad():
             x_hat = torch.cat([reconstructor(y[i:i + 1], forward) for i in range(len(members))])
             residual = [(torch.linalg.vector_norm(forward.A(x_hat[i:i + 1]) - y[i:i + 1])

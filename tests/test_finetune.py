@@ -42,6 +42,32 @@ def test_finetune_with_minibatches():
     assert adapted(y, physics).shape == x.shape
 
 
+@pytest.mark.parametrize("loss, lam", [("supervised", 0.0), ("unsupervised", 0.5)])
+def test_finetuning_in_chunks_takes_the_same_steps_as_the_whole_batch(loss, lam):
+    """Chunks bound the memory of a step; their summed gradients are the whole batch's (Adam, proximal term)."""
+    from deepinv_meta.bilevel import InnerLoop
+
+    physics, x, y = sr_problem()
+    model = MetaPDNet(depth=3, channels=6)
+    inner = InnerLoop(steps=4, lr=1e-2, lam=lam)
+    whole, whole_losses = finetune(model, physics, y, x=x, inner=inner, loss=loss, return_losses=True)
+    chunked, chunked_losses = finetune(model, physics, y, x=x, inner=inner, loss=loss, chunk_size=3,
+                                       return_losses=True)  # chunks of 3 and 1 measurements
+    for a, b in zip(whole.parameters(), chunked.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert chunked_losses == pytest.approx(whole_losses, rel=1e-5)
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), chunked.parameters()))
+
+
+def test_a_data_term_in_parts_is_refused_where_it_would_be_differentiated_twice():
+    from deepinv_meta.bilevel import InnerLoop
+    from deepinv_meta.bilevel.inner import DataTermInParts
+
+    model, x = torch.nn.Linear(2, 2), torch.randn(4, 2)
+    with pytest.raises(ValueError, match="cannot be differentiated twice"):
+        InnerLoop(steps=1).run(model, lambda f, k: DataTermInParts([lambda: f(x).sum()]))
+
+
 def test_finetune_bad_inputs():
     physics, x, y = sr_problem()
     model = MetaPDNet(depth=2, channels=4)
@@ -53,6 +79,8 @@ def test_finetune_bad_inputs():
         finetune(model, physics, y, steps=-1)
     with pytest.raises(ValueError, match="samples"):
         finetune(model, physics, y, x=x[:2], loss="supervised")
+    with pytest.raises(ValueError, match="chunk_size"):
+        finetune(model, physics, y, chunk_size=0)
 
 
 def test_heavy_ball_finetuning_matches_torch_sgd_with_momentum():

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..losses import check_loss_name, data_loss, loss_label
 from ..progress import Progress
-from .inner import InnerLoop, legacy_inner_loop
+from .inner import DataTermInParts, InnerLoop, legacy_inner_loop
 
 
 # the keywords finetune took before `inner=` -> (InnerLoop argument, default)
@@ -27,6 +27,7 @@ def finetune(
     steps: int | None = None,
     loss: str = "unsupervised",
     batch_size: int | None = None,
+    chunk_size: int | None = None,
     seed: int = 0,
     progress: bool = False,
     return_losses: bool = False,
@@ -60,6 +61,9 @@ def finetune(
         of them, e.g. ``[dinv.loss.MCLoss(), dinv.loss.EILoss(dinv.transform.Rotate())]`` (equivariant imaging with
         rotations, :func:`~deepinv_meta.losses.data_loss`).
     :param int batch_size: if set, each step uses a random mini-batch of that size.
+    :param int chunk_size: if set, each step evaluates and differentiates its batch that many measurements at a
+        time and sums the gradients (:class:`~deepinv_meta.bilevel.inner.DataTermInParts`): the same step (the
+        equivariant loss draws its transforms per chunk) with the memory of one chunk.
     :param int seed: seed of the mini-batch sampling.
     :param bool progress: show progress (a bar on a terminal, a line a minute otherwise).
     :param bool return_losses: also return the list of inner losses.
@@ -86,8 +90,9 @@ def finetune(
         raise ValueError("loss='supervised' needs the ground truth x=...; or use loss='unsupervised'.")
     if x is not None and x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}; they must match.")
-    if batch_size is not None and not 0 < batch_size:
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
+    for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if value is not None and not 0 < value:
+            raise ValueError(f"{name} must be a positive integer or None, got {value!r}.")
     if "inner_loop" in legacy:  # the earlier name of `inner`
         if inner is not None:
             raise ValueError("finetune got inner= and inner_loop=: pass inner= only.")
@@ -108,7 +113,15 @@ def finetune(
         else:
             idx = torch.randperm(y.shape[0], generator=rng)[:batch_size].to(y.device)
             yb, xb = y[idx], None if x is None else x[idx]
-        return data_loss(loss, fmodel(yb, physics), yb, physics, xb, model=fmodel, rng=shifts)
+        if chunk_size is None or chunk_size >= len(yb):
+            return data_loss(loss, fmodel(yb, physics), yb, physics, xb, model=fmodel, rng=shifts)
+
+        def part(start):  # the chunk's share of the batch mean
+            yc, xc = yb[start:start + chunk_size], None if xb is None else xb[start:start + chunk_size]
+            return lambda: data_loss(loss, fmodel(yc, physics), yc, physics, xc, model=fmodel, rng=shifts) * (
+                len(yc) / len(yb))
+
+        return DataTermInParts([part(start) for start in range(0, len(yb), chunk_size)])
 
     bar = Progress(f"fine-tuning ({loss_label(loss)})", steps, enabled=progress)
 

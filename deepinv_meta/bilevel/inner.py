@@ -248,7 +248,10 @@ class InnerLoop(nn.Module):
         :param torch.nn.Module model: the meta-model; its parameters are :math:`\theta` and are
             never modified in place.
         :param Callable data_loss: ``data_loss(fmodel, k)`` returns the data term at inner step
-            ``k``, evaluating the network through ``fmodel(...)`` (current fast weights).
+            ``k``, evaluating the network through ``fmodel(...)`` (current fast weights); or, without
+            second-order meta-gradients, a list of functions whose losses sum to it (e.g. one per chunk of
+            a batch): they are evaluated and differentiated one at a time, so a step holds the memory of
+            one part only (:class:`DataTermInParts`).
         :param int steps: override the number of steps (e.g. longer fine-tuning).
         :param bool track_meta_grad: keep the dependency of :math:`\phi` on :math:`\theta`
             (MAML or first-order). ``False`` for plain fine-tuning.
@@ -288,12 +291,19 @@ class InnerLoop(nn.Module):
             ) as (fmodel, diffopt):
                 for k in range(steps):
                     loss = data_loss(fmodel, k)
+                    parts = None
+                    if isinstance(loss, DataTermInParts):
+                        if second_order:
+                            raise ValueError("a data term in parts cannot be differentiated twice: use it for "
+                                             "fine-tuning (track_meta_grad=False) or first-order MAML only.")
+                        parts, loss = loss.all_but_first(fmodel.fast_params, k), loss.parts[0]()
                     check_finite(loss, f"inner loss at inner step {k}")
                     if self.lam > 0:
                         reg = proximal_penalty(fmodel.fast_params, meta_params, self.lam)
                         loss = loss + reg
-                    diffopt.step(loss, override=self._override(k))
-                    losses.append(loss.item())
+                    diffopt.step(loss, override=self._override(k),
+                                 grad_callback=None if parts is None else parts.add_to)
+                    losses.append(loss.item() + (0.0 if parts is None else parts.value))
                     if callback is not None:
                         callback(k, losses[-1])
                 params = list(fmodel.fast_params)
@@ -306,6 +316,50 @@ class InnerLoop(nn.Module):
                 elif not track_meta_grad:
                     params = [p.detach() for p in params]
         return InnerResult(fmodel=fmodel, params=params, losses=losses)
+
+
+class DataTermInParts:
+    """A data term given as ``parts``, functions whose losses sum to it (e.g. one per chunk of a batch), that
+    :meth:`InnerLoop.run` differentiates one at a time: the memory of one part instead of the whole batch.
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_meta.bilevel import InnerLoop
+    >>> from deepinv_meta.bilevel.inner import DataTermInParts
+    >>> model, x = torch.nn.Linear(2, 2), torch.randn(8, 2)
+    >>> whole = lambda f, k: ((f(x) - x) ** 2).sum()
+    >>> halves = lambda f, k: DataTermInParts([lambda c=c: ((f(c) - c) ** 2).sum() for c in x.split(4)])
+    >>> a = InnerLoop(steps=3, lr=0.1).run(model, whole, track_meta_grad=False).params
+    >>> b = InnerLoop(steps=3, lr=0.1).run(model, halves, track_meta_grad=False).params
+    >>> all(torch.allclose(p, q, atol=1e-6) for p, q in zip(a, b))
+    True
+    """
+
+    def __init__(self, parts: list):
+        if not parts:
+            raise ValueError("a data term in parts needs at least one part.")
+        self.parts = list(parts)
+        self.value, self.grads = 0.0, None
+
+    def all_but_first(self, params, k: int) -> "DataTermInParts":
+        """Evaluate and differentiate the parts after the first, one at a time (their graphs freed in turn)."""
+        for part in self.parts[1:]:
+            loss = part()
+            check_finite(loss, f"inner loss at inner step {k}")
+            trainable = [p for p in params if p.requires_grad]
+            found = iter(torch.autograd.grad(loss, trainable, allow_unused=True))
+            grads = [next(found) if p.requires_grad else None for p in params]
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+            self.grads = grads if self.grads is None else [a + b for a, b in zip(self.grads, grads)]
+            self.value += loss.item()
+        return self
+
+    def add_to(self, grads):
+        """higher's ``grad_callback``: the first part's gradients plus the others'."""
+        if self.grads is None:
+            return grads
+        return [b if a is None else a + b for a, b in zip(grads, self.grads)]
 
 
 class _AtParams:
