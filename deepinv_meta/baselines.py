@@ -125,8 +125,7 @@ class PnPADMM(dinv.models.Reconstructor):
     :param bool complex_physics: cast images to complex before the physics (phase retrieval).
     :param Callable init: first iterate ``init(y, physics)``. Default: :math:`A^\dagger y` for a real
         physics; mid-grey for phase retrieval (``complex_physics``), whose ``A_dagger`` is a spectral
-        estimate of arbitrary sign and scale (measured: 4 dB on 32×32 faces, and PnP from it ends at
-        10 dB at m/n = 1/8 where mid-grey gives 18-20 dB).
+        estimate of arbitrary sign and scale, a poor start for PnP (:doc:`/notes`).
     """
 
     def __init__(self, denoiser, sigma: float, gamma: float, iterations: int = 20, data_steps: int = 10,

@@ -145,14 +145,12 @@ def train_for(trainer, minutes: float, name: str, validate_every: float | None =
     With ``validate_every`` (minutes), the adapted model's loss on fixed held-out episodes of the
     training tasks (:meth:`~deepinv_meta.MetaTrainer.validate`) is measured after each such chunk,
     and the weights with the lowest one are kept: meta-training can leave the stable region late
-    (measured for MetaDIP), and a late blow-up must not replace a good model. The chosen step is
+    (:doc:`/notes`), and a late blow-up must not replace a good model. The chosen step is
     ``trainer.selected_step`` and the validation curve ``trainer.validation``.
 
     With ``rollback_above`` as well, a held-out loss above that multiple of the best one (or not finite)
     is taken for a blow-up: training goes back to the best weights and halves its outer learning rate
-    (:meth:`~deepinv_meta.MetaTrainer.rollback`) instead of spending the rest of its time on a dead model
-    (measured for MetaDIP at 32x32: a blow-up at step 153 left the held-out loss at 0.29 for the
-    remaining 15 minutes).
+    (:meth:`~deepinv_meta.MetaTrainer.rollback`) instead of spending the rest of its time on a dead model.
     """
     start = time.perf_counter()
     chunk = 60 * (validate_every or minutes)

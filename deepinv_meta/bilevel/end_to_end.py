@@ -67,8 +67,7 @@ def train_end_to_end(
     :param int validations: if > 0, the last phase (the final iteration count) is cut into this many
         chunks; after each, the loss on fixed episodes of the tasks (:meth:`~deepinv_meta.MetaTrainer.validate`)
         is measured and the weights with the lowest one are kept at the end (``trainer.validation``,
-        ``trainer.selected_step``): a late blow-up of the loss (measured for a 2S-CNN prior on
-        Lorenz-63 with lr 1e-2) must not replace a good model.
+        ``trainer.selected_step``): a late blow-up of the loss (:doc:`/notes`) must not replace a good model.
     :param float grad_clip: clip the gradient norm (see :class:`~deepinv_meta.MetaTrainer`).
     :return: the :class:`~deepinv_meta.MetaTrainer` (``.history``, ``.step``).
 

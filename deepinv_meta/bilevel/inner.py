@@ -102,7 +102,7 @@ class InnerLoop(nn.Module):
         settings need ``first_order=False`` and ``implicit=False``. With ``"sgd"`` on a quadratic inner
         loss (a linear model, squared loss, the same batch at every step), per-step rates started equal
         stay equal: the product of the :math:`(I - \alpha_k H)` does not depend on their order, so every
-        rate gets the same meta-gradient (measured on Meta-Prior's toy).
+        rate gets the same meta-gradient (:doc:`/notes`).
     :param bool learn_momentum: learn one SGD momentum per inner step (``optimizer="sgd"``),
         initialised at ``optimizer_kwargs["momentum"]`` (default 0.9).
     :param parameters: the parameters the inner loop will adapt; only for ``learn_lr="per_parameter"``,

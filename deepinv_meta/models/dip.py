@@ -111,8 +111,8 @@ class MetaDIP(TestTimeOptimizer):
     :param int steps: inner steps at test time (default 50).
     :param int train_steps: inner steps with learned settings (the meta-training length, default 20).
     :param float lr: initial inner learning rate. The fidelity is a mean over pixels, so its
-        gradients are small: from a random init, SGD with momentum 0.9 needs a rate near 1 (measured on
-        32×32 faces, σ = 25/255, 50 steps: 12.5 dB at 0.01, 21.8 dB at 1, 23.2 dB at 3, diverging at 10).
+        gradients are small: from a random init, SGD with momentum 0.9 needs a rate near 1
+        (:doc:`/notes`).
     :param float momentum: initial momentum.
     :param float tv_weight: :math:`\tau`, the fixed TV weight.
     :param bool normalize_fidelity: divide the data fidelity by its curvature relative to denoising (above).

@@ -135,8 +135,7 @@ class MetaPDNet(FromPretrained, dinv.models.Reconstructor):
     the learned filters see the same unit step on every operator of norm at most 1 (all the
     training tasks, super-resolution, MRI). A step :math:`1/\|A^\top A\|` would instead scale the
     learned term :math:`\tau W_k^\top u_k` by 4 on bicubic SR x2 (:math:`\|A^\top A\| \approx 1/4`),
-    which we measured to ruin the transfer of a meta-model to that unseen task (in the demo, the
-    meta-model gave 12.6 dB on it with :math:`1/\|A^\top A\|`, 21.2 dB with this rule). Because the dual
+    which ruins the transfer of a meta-model to that unseen task (:doc:`/notes`). Because the dual
     variable is projected onto :math:`[-\lambda_k, \lambda_k]`, the :math:`W_k^\top u_k` term is
     bounded whatever :math:`W_k`, so the network is stable for any :math:`\gamma` (default 1; the
     learned :math:`W_k` absorb its scale).

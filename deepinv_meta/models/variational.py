@@ -362,8 +362,7 @@ class LSTMSolver(nn.Module):
     :param int channels: image channels (components ``D`` for series).
     :param int hidden_channels: LSTM hidden channels (paper, MNIST: 5). Each update :math:`\mathcal{H}(g)`
         lies in a space of this dimension per pixel, so fewer hidden channels than ``channels``
-        restricts the solver's steps (measured on Lorenz-96, 40 components: R-score 0.44 with 20
-        hidden channels after 3 minutes of training, 0.14 with 80 after 4).
+        restricts the solver's steps (:doc:`/notes`).
     :param int iterations: solver steps (the paper grows them from 5 to 20 during training).
     :param kernel_size: LSTM convolution kernel, e.g. ``3`` for images, ``(1, 3)`` for series.
     """
