@@ -9,7 +9,6 @@ r"""MetaTrainer: the outer loop of the bilevel problem (Terris & Moreau, eq. 2).
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -23,6 +22,7 @@ from ..io import FileLock, atomic_save, remove_stale_temporaries, safe_load, wei
 from ..progress import Progress
 from ..losses import check_loss_name, data_loss, loss_label, outer_loss_function, supervised_loss
 from .inner import InnerLoop, NonFiniteLossError, check_finite, legacy_inner_loop, settings_object
+from .selection import KeepBest
 
 logger = logging.getLogger("deepinv_meta")
 
@@ -202,8 +202,7 @@ class MetaTrainer:
         self.progress = progress
         self.step = 0
         self.history: list[dict] = []
-        self.validation: list[dict] = []  # {"step", "loss"} per call of validate()
-        self._best = None  # (loss, step, model, inner and optimizer states) of the lowest validation loss
+        self.selection = KeepBest()  # validate(): the losses and the states at the lowest one
         self.lr_factor = 1.0  # outer learning rate multiplier, lowered by rollback()
         self.rollbacks: list[dict] = []  # {"step", "to_step", "lr_factor"} per call of rollback()
         self._restored_step = None  # the step restore_best() went back to, until the next outer step
@@ -450,25 +449,26 @@ class MetaTrainer:
         """
         scores = self.evaluate() if tasks is None else self.evaluate(tasks=tasks)
         loss = sum(s["adapted"] for s in scores.values()) / len(scores)
-        self.validation.append({"step": self.step, "loss": loss})
-        if math.isfinite(loss) and (self._best is None or loss < self._best[0]):
-            self._best = (loss, self.step, copy.deepcopy(self.model.state_dict()),
-                          copy.deepcopy(self.inner.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
-        if rollback_above is not None and self._best is not None and not loss <= rollback_above * self._best[0]:
+        self.selection.record(self.step, loss, {"model": self.model.state_dict(), "inner": self.inner.state_dict(),
+                                                "optimizer": self.optimizer.state_dict()})
+        if self.selection.blew_up(loss, rollback_above):
             self.rollback()
         return loss
+
+    @property
+    def validation(self) -> list[dict]:
+        """``{"step", "loss"}`` per call of :meth:`validate`."""
+        return self.selection.history
 
     def restore_best(self) -> int:
         """Load the weights of the lowest :meth:`validate` loss (if not the current ones); return their step.
 
         :raises NonFiniteLossError: if no validation loss was finite.
         """
-        if self._best is None:
-            raise NonFiniteLossError("no finite validation loss was measured; lower the learning rate.")
-        loss, step, model_state, inner_state, _ = self._best
+        step, states = self.selection.best_states()
         if step != self.step:
-            self.model.load_state_dict(model_state)
-            self.inner.load_state_dict(inner_state)
+            self.model.load_state_dict(states["model"])
+            self.inner.load_state_dict(states["inner"])
         self._restored_step = step
         return step
 
@@ -483,7 +483,7 @@ class MetaTrainer:
         if not 0 < lr_factor <= 1:
             raise ValueError(f"lr_factor must be in (0, 1], got {lr_factor!r}.")
         step = self.restore_best()
-        self.optimizer.load_state_dict(self._best[4])
+        self.optimizer.load_state_dict(self.selection.best_states()[1]["optimizer"])
         self.lr_factor *= lr_factor
         self.rollbacks.append({"step": self.step, "to_step": step, "lr_factor": self.lr_factor})
         return step
