@@ -17,7 +17,7 @@ class KeepBest:
     >>> keep = KeepBest()
     >>> keep.record(10, 0.5, {"w": [1.0]}), keep.record(20, 0.7, {"w": [2.0]})
     (True, False)
-    >>> keep.best_states(), keep.blew_up(2.0, above=3.0), keep.blew_up(float("nan"), above=3.0)
+    >>> keep.best_states(), keep.blew_up(1.2, above=3.0), keep.blew_up(2.0, above=3.0)
     ((10, {'w': [1.0]}), False, True)
     """
 
