@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,8 +70,11 @@ def check_output(path, kind: str, *, inputs=(), force: bool = False, option: str
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"{option} {path}: cannot create the folder {path.parent} ({error.strerror}).") from None
-    if not os.access(path.parent, os.W_OK):
-        raise ValueError(f"{option} {path}: the folder {path.parent} is not writable; choose another path.")
+    try:  # a real file, not os.access: root passes that on read-only mounts, and then fails after the work
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as error:
+        raise ValueError(f"{option} {path}: the folder {path.parent} is not writable ({error.strerror}); choose "
+                         "another path.") from None
     return path
 
 

@@ -52,6 +52,30 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_kept(model_file):
     assert digest(model_file) == before
 
 
+def unwritable_folder():
+    """A folder no one can create files in, root included (a read-only mount), or None."""
+    import tempfile
+    from pathlib import Path
+
+    for folder in (Path("/sys"), Path("/proc/1")):
+        try:
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError:
+            return folder
+    return None
+
+
+def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_any_work(model_file):
+    folder = unwritable_folder()
+    if folder is None:
+        pytest.skip("no read-only folder on this machine")
+    done = subprocess.run([sys.executable, "-m", "deepinv_meta.cli", "finetune", str(model_file), "--physics", "sr",
+                           "--size", "16", "--patches", "2", "--steps", "1", "--out", str(folder / "adapted.pt")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "not writable" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "fine-tuning" not in done.stdout  # refused before the work, not after it
+
+
 def test_json_over_a_model_is_refused_without_force(model_file, tmp_path):
     other = save(MetaPDNet(depth=2, channels=4), tmp_path / "other.pt")
     before = digest(other)
