@@ -62,7 +62,7 @@ def add_reconstruct_parser(commands) -> None:
         description="Adapt a zoo model (or a saved one) to your measurements without ground truth and write the "
                     "reconstructions (NAME_reconstruction.png, plus .npy for mri) to --out, with the "
                     "measurement-consistency residual each reached. MetaDIP / Meta-RED models fit each measurement "
-                    "in their forward pass instead.")
+                    "in their forward pass instead, and learned variational solvers (variational-mnist) solve it.")
     rec.add_argument("measurements", nargs="+", help="measurement files: images (png/jpg/bmp/tif) or .npy")
     rec.add_argument("--physics", choices=OPERATORS, required=True, help="the operator that produced them")
     rec.add_argument("--out", required=True, metavar="DIR", help="folder for the reconstructions")

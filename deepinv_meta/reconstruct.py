@@ -5,7 +5,8 @@ complex ``(H, W)`` or real ``(2, H, W)``), its operator is built for its size (`
 ``factor`` times larger; ``inpainting``: ``--mask`` gives the observed pixels; ``mri``: ``--mask`` or the
 non-zero k-space columns), and a meta-model adapts to the measurements themselves with the
 equivariant loss (measurement consistency plus equivariant imaging) before reconstructing them. Test-time
-optimisers (MetaDIP, Meta-RED) need no adaptation: their forward pass fits each measurement.
+optimisers (MetaDIP, Meta-RED) and learned variational solvers need no adaptation: their forward pass fits or
+solves each measurement.
 Measurements of the same size are adapted to together. The reconstructions are written to ``--out``
 (``NAME_reconstruction.png``, plus ``.npy`` for MRI), with the measurement-consistency residual
 :math:`\|A\hat x - y\| / \|y\|` each reached.
@@ -90,7 +91,7 @@ def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-pr
                     options: RunOptions | None = None) -> list[dict]:
     """Reconstruct every measurement file into ``out``, adapting ``model`` with ``inner`` (default
     ``InnerLoop(steps=30, lr=1e-3)``) and ``loss``; returns ``[{file, output, residual}]``."""
-    from .models import TestTimeOptimizer
+    from .models import TestTimeOptimizer, VariationalReconstructor
 
     inner = InnerLoop(steps=30, lr=1e-3) if inner is None else inner
     options = options or RunOptions(device="cpu")
@@ -123,7 +124,9 @@ def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-pr
         y = torch.cat([ys[p] for p in members])
         scale = y.abs().amax().clamp_min(1e-8) if physics == "mri" else 1.0  # k-space of any scale, images in [0, 1]
         y = y / scale
-        if isinstance(base, TestTimeOptimizer):
+        if isinstance(base, (TestTimeOptimizer, VariationalReconstructor)):  # they solve each problem as they are
+            print(f"{model} reconstructs {len(members)} measurement(s) of shape {tuple(shape[1:])} as it is "
+                  "(no adaptation)", flush=True)
             reconstructor = base.eval()
         else:
             print(f"adapting {model} to {len(members)} measurement(s) of shape {tuple(shape[1:])}: {inner.steps} {loss} "

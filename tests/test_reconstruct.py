@@ -75,3 +75,16 @@ def test_a_test_time_optimiser_from_the_zoo_reconstructs_and_names_a_channel_mis
     code, out, err = run(noisy, "--physics", "denoising", "--model", "metadip", "--color", "--out", tmp_path / "rec")
     assert code == 0, err
     assert Image.open(tmp_path / "rec" / "noisy_reconstruction.png").size == (32, 32)
+
+
+def test_a_learned_variational_solver_from_the_zoo_runs_as_it_is(tmp_path):
+    digit = torch.zeros(1, 28, 28)
+    digit[:, 6:22, 12:16] = 1.0  # a "1"
+    mask = torch.ones(1, 28, 28)
+    mask[:, 10:19, 10:19] = 0  # a 9x9 hole, as in the paper's MNIST task
+    observed, mask_file = png(tmp_path / "digit.png", digit * mask), png(tmp_path / "mask.png", mask)
+    code, out, err = run(observed, "--physics", "inpainting", "--mask", mask_file, "--model", "variational-mnist",
+                         "--out", tmp_path / "rec")
+    assert code == 0, err
+    assert "as it is" in out and "adapting" not in out
+    assert Image.open(tmp_path / "rec" / "digit_reconstruction.png").size == (28, 28)
