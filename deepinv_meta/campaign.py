@@ -7,7 +7,8 @@ after each chunk:
 
 1. validates the adapted model on held-out images (keep-best; a loss above ``rollback_above`` times
    the best one is a blow-up, rolled back with half the outer learning rate; ``PLATEAU_CHUNKS`` chunks in a
-   row without a new best halve the outer learning rate too, as ``ReduceLROnPlateau`` would),
+   row without a new best restart from the best weights of all sessions, the zoo's copy, with half the outer
+   learning rate and a fresh Adam state),
 2. writes the trainer checkpoint atomically (the next run continues bit-exactly),
 3. appends a line to ``log.csv``, redraws ``curve.png`` and rewrites ``STATUS.md`` (total CPU and GPU
    minutes, steps, best validation, size on disk),
@@ -221,8 +222,8 @@ class ActiveRun:
         rolled_back = bool(self.trainer.rollbacks) and self.trainer.rollbacks[-1]["step"] == self.trainer.step
         improved = math.isfinite(loss) and (self.state["best_loss"] is None or loss < self.state["best_loss"])
         since_best = 0 if improved or rolled_back else self.state.get("chunks_since_best", 0) + 1
-        if since_best >= PLATEAU_CHUNKS:  # a plateau: smaller outer steps from here
-            self.trainer.lr_factor *= 0.5
+        if since_best >= PLATEAU_CHUNKS:  # a plateau: back to the best weights, smaller outer steps from there
+            self.restart_from_best()
             since_best = 0
         self.state["chunks_since_best"] = since_best
         self.trainer.save()
@@ -242,6 +243,24 @@ class ActiveRun:
         self.state["last_update"] = record["time_utc"]
         atomic_write_json(self.state, self.state_file)
         return record
+
+    def restart_from_best(self) -> None:
+        """The weights of the best validation of all sessions (the zoo's copy of them), a fresh Adam state (its
+        moments belong to the weights left behind) and half the outer learning rate."""
+        from . import pretrained
+        from .io import safe_load
+
+        try:
+            path = pretrained.weights_path(self.run.zoo_name, **({"zoo": self.zoo} if self.zoo is not None else {}))
+        except (ValueError, FileNotFoundError):
+            path = None  # nothing exported yet: only slow down
+        if path is not None:
+            weights = safe_load(path)["state_dict"]
+            missing, unexpected = self.trainer.model.load_state_dict(weights, strict=False)
+            if unexpected or [k for k in missing if not k.startswith(tuple(self.setup.external))]:
+                raise RuntimeError(f"{path} does not fit the trainer's model of {self.run.zoo_name}.")
+            self.trainer.optimizer.state.clear()
+        self.trainer.lr_factor *= 0.5
 
     def export(self, loss: float) -> None:
         from . import pretrained

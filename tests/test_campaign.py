@@ -57,7 +57,7 @@ def test_a_campaign_resumes_logs_and_exports_to_the_zoo(tiny_campaign):
     assert not list((folder / "tiny").glob("*.tmp")) and not (folder / "tiny" / "campaign.lock").exists()
 
 
-def test_a_plateau_halves_the_outer_learning_rate(tiny_campaign, monkeypatch):
+def test_a_plateau_restarts_from_the_best_weights_with_half_the_outer_learning_rate(tiny_campaign, monkeypatch):
     folder, zoo = tiny_campaign / "campaigns", tiny_campaign / "zoo"
     run_campaign("tiny", 0.02, folder=folder, chunk_minutes=0.02, zoo=zoo, log=lambda m: None)
     state_file = folder / "tiny" / "tiny-model.json"
@@ -65,13 +65,17 @@ def test_a_plateau_halves_the_outer_learning_rate(tiny_campaign, monkeypatch):
     state["best_loss"] = 1e-30  # no later validation can improve on it: every chunk is on the plateau
     state_file.write_text(json.dumps(state))
     monkeypatch.setattr(campaign_module, "PLATEAU_CHUNKS", 2)
-    records = []
-    for _ in range(4):  # one chunk per call (its minutes are the chunk's): the count does not depend on the speed
+    best = pretrained.load("tiny-model", zoo=zoo).state_dict()
+    records, checkpoint = [], folder / "tiny" / "tiny-model.trainer.pt"
+    for call in range(4):  # one chunk per call (its minutes are the chunk's): the count does not depend on the speed
         records += run_campaign("tiny", 0.01, folder=folder, chunk_minutes=0.01, zoo=zoo, log=lambda m: None)
+        weights = torch.load(checkpoint, weights_only=True)["model"]
+        restarted = all(torch.equal(weights[k], v) for k, v in best.items())
+        assert restarted == (call in (1, 3))  # back to the best weights (the zoo's) at every second chunk
     assert len(records) == 4 and not any(r["exported"] for r in records)
     factors = [r["lr_factor"] for r in records]
-    assert factors == [1.0, 0.5, 0.5, 0.25]  # halved at every second chunk without a new best
-    assert torch.load(folder / "tiny" / "tiny-model.trainer.pt", weights_only=True)["lr_factor"] == factors[-1]
+    assert factors == [1.0, 0.5, 0.5, 0.25]  # and halved there
+    assert torch.load(checkpoint, weights_only=True)["lr_factor"] == factors[-1]
 
 
 def test_a_tampered_zoo_file_is_refused(tiny_campaign):
