@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from .baselines import BASELINE_GRIDS
@@ -258,11 +259,15 @@ def main(argv=None) -> int:
     input, 1 for a failure while running; the traceback with ``--debug``)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _terminated)  # `kill PID` unwinds like Ctrl-C: locks released, no leftovers
     try:
         return dispatch(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except Exception as error:  # noqa: BLE001 (the console script's last line of defence)
         if args.debug:
             raise
@@ -270,6 +275,14 @@ def main(argv=None) -> int:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"error: {message}" + ("" if usage else " (rerun with --debug for the traceback)"), file=sys.stderr)
         return 2 if usage else 1
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that ``with`` blocks (file locks) and atomic writers clean up."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
 
 
 def dispatch(args) -> int:

@@ -130,3 +130,22 @@ def test_non_image_files_in_an_image_folder_are_named(tmp_path, model_file):
 def test_a_zoo_name_is_a_model():
     code, err = run("finetune", "no-such-zoo-model", "--physics", "sr", "--out", "/tmp/never.pt")
     assert code == 2 and "neither a file nor a zoo name" in err
+
+
+def test_a_terminated_training_releases_its_lock_and_leaves_no_temporaries(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "meta.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "deepinv_meta.cli", "train", "--out", str(out), "--depth", "2",
+                             "--channels", "4", "--patch-size", "16", "--batch-size", "2", "--steps", "100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "meta.pt.trainer.pt.lock"
+    deadline = time.time() + 120
+    while not lock.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert lock.exists(), proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err
+    assert not lock.exists() and not list(tmp_path.glob("*.tmp"))
