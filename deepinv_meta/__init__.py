@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .bilevel import InnerLoop, MetaTrainer, NonFiniteLossError, OuterOptimizer, finetune
+from .bilevel import InnerLoop, MetaTrainer, NonFiniteLossError, OuterOptimizer, SupervisedTrainer, finetune
 from .io import load, save
 from .models import LinearModel, MetaPDNet
 from .tasks import Task, meta_prior_tasks
@@ -12,6 +12,7 @@ __all__ = [
     "MetaPDNet",
     "LinearModel",
     "MetaTrainer",
+    "SupervisedTrainer",
     "InnerLoop",
     "OuterOptimizer",
     "NonFiniteLossError",

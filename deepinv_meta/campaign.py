@@ -35,7 +35,7 @@ from typing import Callable
 import deepinv as dinv
 import torch
 
-from .bilevel import InnerLoop, MetaTrainer, OuterOptimizer
+from .bilevel import InnerLoop, MetaTrainer, OuterOptimizer, SupervisedTrainer
 from .figures import save_figure
 from .io import FileLock, atomic_write_json, remove_stale_temporaries
 from .tasks import Task
@@ -70,6 +70,7 @@ class Setup:
     warm_start: Path | None = None
     external: dict = field(default_factory=dict)  # weights not exported (see deepinv_meta.pretrained.export)
     prepare_export: Callable | None = None  # the zoo's copy of the model, e.g. with the data normalisation set
+    trainer: type = MetaTrainer  # or SupervisedTrainer, for models whose forward pass is the whole solver
 
 
 # ------------------------------------------------------------------------------------------ the runs
@@ -112,8 +113,8 @@ def _metadip(root: Path, device) -> Setup:
     model = MetaDIP((3, 64, 64), steps=50, train_steps=20, lr=1.0, momentum=0.9, tv_weight=1e-3,
                     channels=(16, 32, 64), latent_channels=8, fourier_features=16, seed=0)
     return Setup(
-        trainer_args=dict(inner=InnerLoop(steps=0), outer=OuterOptimizer(lr=1e-3, lr_scales={"inner.": 10.0}, grad_clip=1.0),
-                          batch_size=2),
+        trainer=SupervisedTrainer,
+        trainer_args=dict(outer=OuterOptimizer(lr=1e-3, lr_scales={"inner.": 10.0}, grad_clip=1.0), batch_size=2),
         model=model, tasks=[task], validation_tasks=[held_out],
         provenance={"training_data": f"{len(data['train'])} CelebA faces, 64x64 RGB; validation: 8 held-out faces",
                     "tasks": [task.name], "validation": "MSE after 50 inner steps on held-out faces"})
@@ -137,8 +138,8 @@ def _meta_red(root: Path, device) -> Setup:
         "description": "the KAIR DnCNN weights (grey, sigma 25/255, MIT licence)", "data_file": denoiser_file,
         "origin": "https://github.com/cszn/KAIR (model_zoo/dncnn_25.pth)"}}
     return Setup(
-        trainer_args=dict(inner=InnerLoop(steps=0), outer=OuterOptimizer(lr=cfg["red_outer_lr"], grad_clip=1.0),
-                          outer_loss="l2", batch_size=3),
+        trainer=SupervisedTrainer,
+        trainer_args=dict(outer=OuterOptimizer(lr=cfg["red_outer_lr"], grad_clip=1.0), outer_loss="l2", batch_size=3),
         model=model, tasks=[task], validation_tasks=[held_out], external=external,
         provenance={"training_data": f"{len(x_train)} CelebA faces, 64x64 grey; validation: 8 held-out faces",
                     "tasks": ["deconvolution (Gaussian blur sigma 1, noise 0.015)"],
@@ -159,7 +160,8 @@ def _variational(root: Path, device) -> Setup:
     held_out = Task("held-out digits", exp.physics, exp.x_test[:256], exp.x_test[:256], generator=exp.generator)
     offset, scale = exp.normalisation
     return Setup(
-        trainer_args=dict(inner=InnerLoop(steps=0), outer_loss=VariationalLoss(cnn, (1.0, 0.05, 0.05)),
+        trainer=SupervisedTrainer,
+        trainer_args=dict(outer_loss=VariationalLoss(cnn, (1.0, 0.05, 0.05)),
                           outer=OuterOptimizer(lr=cfg["lr"], lr_scales={"cost.prior.": 0.5},
                                                grad_clip=cfg["grad_clip"]["MNIST"]),
                           batch_size=cfg["batch_size"]),
@@ -209,8 +211,8 @@ class ActiveRun:
             from .io import load
             setup.model.load_state_dict(load(setup.warm_start).state_dict())
             self.state["warm_start"] = str(setup.warm_start.relative_to(Path(__file__).resolve().parent.parent))
-        self.trainer = MetaTrainer(setup.model, setup.tasks, device=self.device, seed=0, checkpoint=self.checkpoint,
-                                   progress=False, **setup.trainer_args)
+        self.trainer = setup.trainer(setup.model, setup.tasks, device=self.device, seed=0, checkpoint=self.checkpoint,
+                                     progress=False, **setup.trainer_args)
         self.session_minutes = 0.0
 
     def chunk(self, minutes: float) -> dict:

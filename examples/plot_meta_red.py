@@ -31,7 +31,7 @@ import deepinv as dinv
 import matplotlib.pyplot as plt
 import torch
 
-from deepinv_meta import InnerLoop, MetaTrainer, OuterOptimizer
+from deepinv_meta import OuterOptimizer, SupervisedTrainer
 from deepinv_meta.baselines import FromAdjoint
 from deepinv_meta.data import embedded_images, extract_patches
 from deepinv_meta.models import GradientDescent, MetaRED, MetaSIREN, REDFixedPoint
@@ -51,8 +51,8 @@ def meta_train(model, physics, steps, seconds):
     """Algorithm 2: supervised training of the forward pass (the inner fit is part of it), for ``steps``
     outer steps or ``seconds``, whichever comes first (a fixed count gives the same model on any fast machine)."""
     task = Task("train", physics, patches, patches)
-    trainer = MetaTrainer(model, [task], inner=InnerLoop(steps=0), outer=OuterOptimizer(lr=1e-3, grad_clip=1.0),
-                          batch_size=2, progress=False, device="cpu")
+    trainer = SupervisedTrainer(model, [task], outer=OuterOptimizer(lr=1e-3, grad_clip=1.0), batch_size=2,
+                                progress=False, device="cpu")
     history = trainer.train(steps=steps, max_time=seconds)
     print(f"{trainer.step} outer steps, loss {history[0]['outer_loss']:.2e} -> {history[-1]['outer_loss']:.2e}")
     return model.eval()

@@ -27,7 +27,7 @@ import deepinv as dinv
 import matplotlib.pyplot as plt
 import torch
 
-from deepinv_meta import InnerLoop, MetaTrainer, OuterOptimizer
+from deepinv_meta import OuterOptimizer, SupervisedTrainer
 from deepinv_meta.baselines import VanillaDIP
 from deepinv_meta.data import embedded_images, extract_patches
 from deepinv_meta.models import MetaDIP
@@ -41,9 +41,8 @@ task = Task("denoising sigma=25", physics, patches[::2], patches[1::2])
 architecture = dict(channels=(16, 32, 64), latent_channels=8, fourier_features=16)
 model = MetaDIP((1, size, size), steps=50, train_steps=10, **architecture)
 # the learned step sizes and momenta move 10x faster than the weights (one Adam group each)
-trainer = MetaTrainer(model, [task], inner=InnerLoop(steps=0),
-                      outer=OuterOptimizer(lr=1e-3, grad_clip=1.0, lr_scales={"inner.": 10.0}), batch_size=2,
-                      progress=False, device="cpu")
+trainer = SupervisedTrainer(model, [task], outer=OuterOptimizer(lr=1e-3, grad_clip=1.0, lr_scales={"inner.": 10.0}),
+                            batch_size=2, progress=False, device="cpu")
 
 # %%
 # Meta-training of MetaDIP can leave its stable region after a hundred outer steps or so: the network then

@@ -25,12 +25,12 @@ def test_a_subset_of_tables_runs_alone(tmp_path, monkeypatch, offline_data):
 
     trainers = []
 
-    class RecordingTrainer(meta_red.MetaTrainer):
+    class RecordingTrainer(meta_red.SupervisedTrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             trainers.append(self)
 
-    monkeypatch.setattr(meta_red, "MetaTrainer", RecordingTrainer)
+    monkeypatch.setattr(meta_red, "SupervisedTrainer", RecordingTrainer)
     settings = {"tables": 4, "train_minutes": 0.01, "test_faces": 1, "tune_faces": 1, "train_faces": 8,
                 "img_size": 16, "siren_hidden": 8, "siren_layers": 2, "red_outer_lr": 3e-6, "denoiser_lr": 2e-4}
     result = run_benchmark(meta_red, Context(quick=True, device="cpu", data_root=offline_data, out=tmp_path,

@@ -357,3 +357,32 @@ def test_meta_training_with_a_deepinv_loss_matches_its_name(small_tasks):
     for a, b in zip(by_name.model.parameters(), by_object.model.parameters()):
         torch.testing.assert_close(a, b)
     assert by_object.config["inner_loss"] == "MCLoss"
+
+
+def test_supervised_trainer_is_the_meta_trainer_without_inner_loop_and_resumes_its_checkpoints(tmp_path):
+    import deepinv as dinv
+
+    from deepinv_meta import InnerLoop, SupervisedTrainer, Task
+    from deepinv_meta.models import MetaDIP
+
+    torch.manual_seed(0)
+    images = torch.rand(6, 1, 16, 16)
+    task = Task("denoising", dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1)), images[:4], images[4:])
+
+    def model():
+        torch.manual_seed(1)
+        return MetaDIP((1, 16, 16), steps=2, train_steps=2, channels=(4, 8))
+
+    plain = MetaTrainer(model(), [task], inner=InnerLoop(steps=0), batch_size=2, progress=False,
+                        checkpoint=tmp_path / "plain.pt")
+    plain.train(steps=2)
+    supervised = SupervisedTrainer(model(), [task], batch_size=2, progress=False)
+    supervised.train(steps=2)
+    for a, b in zip(plain.model.parameters(), supervised.model.parameters()):
+        assert torch.equal(a, b)
+    resumed = SupervisedTrainer(model(), [task], batch_size=2, progress=False, checkpoint=tmp_path / "plain.pt")
+    assert resumed.step == 2
+    resumed.train(steps=3)
+    plain.train(steps=3)
+    for a, b in zip(plain.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)

@@ -35,7 +35,7 @@ import deepinv as dinv
 import torch
 
 from .. import baselines
-from ..bilevel import InnerLoop, MetaTrainer, OuterOptimizer
+from ..bilevel import OuterOptimizer, SupervisedTrainer
 from ..data import center_crop, load_image_folder
 from ..models import GradientDescent, MetaRED, MetaSIREN, REDFixedPoint
 from ..tasks import Task
@@ -143,8 +143,8 @@ def train(model, task: Task, cfg: dict, device, seed: int, name: str, outer_loss
     With ``validate_every`` the weights with the lowest MSE on fixed training episodes are kept, the
     untrained ones included (measured once before training)."""
     outer = OuterOptimizer(lr=lr or cfg["outer_lr"], lr_scales=lr_scales, grad_clip=1.0)
-    trainer = MetaTrainer(model, [task], inner=InnerLoop(steps=0), outer=outer, outer_loss=outer_loss,
-                          batch_size=cfg["batch_size"], device=device, seed=seed, progress=False)
+    trainer = SupervisedTrainer(model, [task], outer=outer, outer_loss=outer_loss, batch_size=cfg["batch_size"],
+                                device=device, seed=seed, progress=False)
     if cfg["validate_every"]:
         trainer.validate()
     seconds = train_for(trainer, cfg["train_minutes"], name, validate_every=cfg["validate_every"])

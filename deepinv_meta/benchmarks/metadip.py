@@ -32,7 +32,7 @@ import deepinv as dinv
 import torch
 
 from .. import baselines
-from ..bilevel import InnerLoop, MetaTrainer, NonFiniteLossError, OuterOptimizer
+from ..bilevel import NonFiniteLossError, OuterOptimizer, SupervisedTrainer
 from ..data import load_image_folder
 from ..figures import save_figure
 from ..io import save
@@ -138,8 +138,8 @@ def meta_train(model, data: dict, cfg: dict, device, seed: int, name: str):
                 data["train"][half:])
     outer = OuterOptimizer(lr=per_model(cfg["outer_lr"], name), grad_clip=1.0,
                            lr_scales=cfg["lr_scales"] if isinstance(model, MetaDIP) else None)
-    trainer = MetaTrainer(model, [task], inner=InnerLoop(steps=0), outer=outer, batch_size=cfg["batch_size"],
-                          device=device, seed=seed, progress=sys.stderr.isatty())
+    trainer = SupervisedTrainer(model, [task], outer=outer, batch_size=cfg["batch_size"], device=device, seed=seed,
+                                progress=sys.stderr.isatty())
     seconds = train_for(trainer, per_model(cfg["train_minutes"], name), name, validate_every=cfg["validate_every"],
                         rollback_above=cfg["rollback_above"])
     info = {"outer_steps": trainer.step, "selected_step": trainer.selected_step, "train_time_s": seconds,

@@ -5,10 +5,10 @@ r"""End-to-end training of a learned variational solver (Fablet, Drumetz & Rouss
     \min_{\Phi, \Gamma} \sum_n \mathcal{L}(x_n, \tilde x_n), \qquad
     \tilde x_n = \Psi_{\Phi, \Gamma}(x_n^{(0)}, y_n, \Omega_n),
 
-with :math:`\mathcal{L}` the :class:`~deepinv_meta.losses.VariationalLoss`. This is the outer loop
-of :class:`~deepinv_meta.MetaTrainer` with no inner weight adaptation (``inner_steps=0``: the
-solver's iterations act on the image inside the model's forward), so it inherits the trainer's
-NaN guards, atomic checkpoints, resume and progress bar.
+with :math:`\mathcal{L}` the :class:`~deepinv_meta.losses.VariationalLoss`, by a
+:class:`~deepinv_meta.bilevel.SupervisedTrainer` (no inner weight adaptation: the solver's iterations act on
+the image inside the model's forward), so it inherits the trainer's NaN guards, atomic checkpoints, resume
+and progress bar.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..losses import VariationalLoss
-from .inner import InnerLoop, check_finite
-from .trainer import MetaTrainer, OuterOptimizer, default_device
+from .inner import check_finite
+from .supervised import SupervisedTrainer
+from .trainer import OuterOptimizer, default_device
 
 
 def iteration_schedule(start: int, stop: int, every: int = 5) -> list[int]:
@@ -49,7 +50,7 @@ def train_end_to_end(
     progress: bool = True,
     validations: int = 0,
     grad_clip: float | None = None,
-) -> MetaTrainer:
+) -> SupervisedTrainer:
     r"""Train a :class:`~deepinv_meta.models.variational.VariationalReconstructor` end to end.
 
     :param model: the reconstructor (cost :math:`U_\Phi` and solver :math:`\Gamma`).
@@ -69,7 +70,7 @@ def train_end_to_end(
         is measured and the weights with the lowest one are kept at the end (``trainer.validation``,
         ``trainer.selected_step``): a late blow-up of the loss (:doc:`/notes`) must not replace a good model.
     :param float grad_clip: clip the gradient norm (see :class:`~deepinv_meta.MetaTrainer`).
-    :return: the :class:`~deepinv_meta.MetaTrainer` (``.history``, ``.step``).
+    :return: the :class:`~deepinv_meta.bilevel.SupervisedTrainer` (``.history``, ``.step``).
 
     :Examples:
 
@@ -88,9 +89,8 @@ def train_end_to_end(
     trainable_prior = any(p.requires_grad for p in model.cost.prior.parameters())
     outer = OuterOptimizer(lr=lr, grad_clip=grad_clip,
                            lr_scales={"cost.prior.": prior_lr_scale} if trainable_prior and prior_lr_scale != 1 else None)
-    trainer = MetaTrainer(model, tasks, inner=InnerLoop(steps=0), outer=outer,
-                          outer_loss=VariationalLoss(model.cost.prior, nu), batch_size=batch_size, device=device,
-                          seed=seed, checkpoint=checkpoint, progress=progress)
+    trainer = SupervisedTrainer(model, tasks, outer=outer, outer_loss=VariationalLoss(model.cost.prior, nu),
+                                batch_size=batch_size, device=device, seed=seed, checkpoint=checkpoint, progress=progress)
     schedule = iteration_schedule(*iterations) if iterations is not None else [None]
     for phase, count in enumerate(schedule):
         if count is not None:
