@@ -386,3 +386,11 @@ def test_supervised_trainer_is_the_meta_trainer_without_inner_loop_and_resumes_i
     plain.train(steps=3)
     for a, b in zip(plain.model.parameters(), resumed.model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_supervised_trainer_refuses_inner_loop_settings(small_tasks):
+    from deepinv_meta import InnerLoop, SupervisedTrainer
+
+    for settings in (dict(inner=InnerLoop(steps=1)), dict(inner_loss="unsupervised"), dict(lam=0.1)):
+        with pytest.raises(TypeError, match="no inner loop"):
+            SupervisedTrainer(MetaPDNet(depth=2, channels=4), small_tasks, **settings)

@@ -2,12 +2,10 @@ r"""Plain supervised training over tasks: for models whose forward pass is the w
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from torch import nn
 
 from .inner import InnerLoop
-from .trainer import MetaTrainer, OuterOptimizer
+from .trainer import LEGACY_INNER_SETTINGS, MetaTrainer
 
 
 class SupervisedTrainer(MetaTrainer):
@@ -30,13 +28,13 @@ class SupervisedTrainer(MetaTrainer):
         clipping); default ``OuterOptimizer(lr=1e-3)``.
     :param outer_loss: ``"l2"`` (default), ``"l1"`` or a callable ``loss(x_hat, x)``.
 
-    The other parameters are :class:`~deepinv_meta.MetaTrainer`'s.
+    The other parameters (``batch_size``, ``device``, ``seed``, ``checkpoint``, ...) are
+    :class:`~deepinv_meta.MetaTrainer`'s; its inner-loop ones are refused.
 
     :Examples:
 
     >>> import torch, deepinv as dinv
-    >>> from deepinv_meta import Task
-    >>> from deepinv_meta.bilevel import SupervisedTrainer
+    >>> from deepinv_meta import SupervisedTrainer, Task
     >>> from deepinv_meta.models import MetaDIP
     >>> task = Task("denoising", dinv.physics.Denoising(dinv.physics.GaussianNoise(0.1)), torch.rand(4, 1, 16, 16),
     ...             torch.rand(4, 1, 16, 16))
@@ -46,22 +44,8 @@ class SupervisedTrainer(MetaTrainer):
     1
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        tasks,
-        *,
-        outer: OuterOptimizer | None = None,
-        outer_loss="l2",
-        batch_size: int = 8,
-        device=None,
-        seed: int = 0,
-        checkpoint: str | Path | None = None,
-        checkpoint_every: int = 50,
-        resume: bool = True,
-        max_skipped: int = 20,
-        progress: bool = True,
-    ):
-        super().__init__(model, tasks, inner=InnerLoop(steps=0), outer=outer, outer_loss=outer_loss,
-                         batch_size=batch_size, device=device, seed=seed, checkpoint=checkpoint,
-                         checkpoint_every=checkpoint_every, resume=resume, max_skipped=max_skipped, progress=progress)
+    def __init__(self, model: nn.Module, tasks, **settings):
+        inner = sorted(k for k in settings if k.startswith("inner") or k in LEGACY_INNER_SETTINGS)
+        if inner:
+            raise TypeError(f"SupervisedTrainer has no inner loop, so no {', '.join(inner)}; use MetaTrainer for that.")
+        super().__init__(model, tasks, inner=InnerLoop(steps=0), **settings)
