@@ -18,6 +18,7 @@ Users with internet keep deepinv's real path (``dinv.models.DRUNet(pretrained="d
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import deepinv as dinv
 import torch
 
-from .io import safe_load
+from .io import atomic_write_json, safe_load, sha256_file
 
 # Convolution and batch-norm entries of a Sequential, by their index in the Sequential.
 _CONV_KEY = re.compile(r"(\d+)\.weight$")
@@ -194,8 +195,28 @@ def drunet(device="cpu") -> torch.nn.Module:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(get_weights_url(model_name="drunet", file_name=DRUNET_GREY), str(path))
     model = dinv.models.DRUNet(in_channels=1, out_channels=1, pretrained=None, device=device)
-    model.load_state_dict(_read_state(path))
+    model.load_state_dict(read_first_seen(path))
     return model.eval()
+
+
+def read_first_seen(path: Path) -> dict:
+    """The state dict of ``path`` (read ``weights_only``), if its SHA-256 is the one recorded the first time a file
+    of that name was read.
+
+    deepinv publishes no hash of its DRUNet weights (and this project's machines cannot download them to pin
+    one), so the first file read is trusted and its hash recorded in ``~/.cache/deepinv_meta/weight_hashes.json``;
+    a file that changes afterwards (replaced in the shared torch hub cache) is refused.
+    """
+    record = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deepinv_meta" / "weight_hashes.json"
+    known = json.loads(record.read_text()) if record.is_file() else {}
+    digest = sha256_file(path)
+    if path.name in known and known[path.name] != digest:
+        raise ValueError(f"{path} changed since it was first used (SHA-256 {digest[:12]}... instead of "
+                         f"{known[path.name][:12]}..., recorded in {record}); delete it to download it again.")
+    state = _read_state(path)  # only a file that reads safely is recorded
+    if path.name not in known:
+        atomic_write_json({**known, path.name: digest}, record)
+    return state
 
 
 def load_denoiser(spec: str | os.PathLike, device="cpu") -> torch.nn.Module:

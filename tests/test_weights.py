@@ -124,6 +124,7 @@ def test_drunet_weights_are_read_weights_only_from_the_hub_cache(tmp_path, monke
             return (open, (str(tmp_path / "pwned"), "w"))
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     torch.save({"head.weight": Payload()}, tmp_path / "hub" / "checkpoints" / DRUNET_GREY)
     with pytest.raises(ValueError, match="not a safe checkpoint"):
@@ -132,5 +133,12 @@ def test_drunet_weights_are_read_weights_only_from_the_hub_cache(tmp_path, monke
     # a genuine state dict in the cache is loaded (no download)
     state = dinv.models.DRUNet(in_channels=1, out_channels=1, pretrained=None).state_dict()
     torch.save(state, tmp_path / "hub" / "checkpoints" / DRUNET_GREY)
+    assert not (tmp_path / "cache" / "deepinv_meta" / "weight_hashes.json").exists()  # a refused file is not recorded
     model = load_denoiser("drunet")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), state.values()))
+    # its hash is now recorded: a file replaced later in the shared cache is refused before it is read
+    first = next(iter(state))
+    state[first] = state[first] + 1
+    torch.save(state, tmp_path / "hub" / "checkpoints" / DRUNET_GREY)
+    with pytest.raises(ValueError, match="changed since it was first used"):
+        load_denoiser("drunet")
