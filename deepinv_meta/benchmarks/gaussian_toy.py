@@ -70,8 +70,8 @@ def adapt_to_mask(meta, mask, images, loss: str, steps: int, lr: float, optimize
                   momentum: float = 0.0):
     """Fine-tune the meta-model on one square-hole task; returns the adapted theta (n x n)."""
     physics = dinv.physics.Inpainting(img_size=tuple(images.shape[1:]), mask=mask)
-    adapted = finetune(meta, physics, physics(images), x=images, steps=steps, loss=loss, lr=lr, optimizer=optimizer,
-                       momentum=momentum)
+    inner = InnerLoop(steps=steps, lr=lr, optimizer=optimizer, optimizer_kwargs=momentum_kwargs(optimizer, momentum))
+    adapted = finetune(meta, physics, physics(images), x=images, inner=inner, loss=loss)
     return adapted.theta.detach()
 
 

@@ -201,7 +201,7 @@ def finetune_curve(start, physics_ft, y_ft, x_ft, physics_test, y_test, x_test, 
             curve[k] = baselines.psnr_per_image(current, physics_test, y_test, x_test, magnitude=magnitude)
             clock[0] = time.perf_counter()
 
-    finetune(start, physics_ft, y_ft, x=x_ft, steps=max(steps), loss=loss, lr=cfg["finetune_lr"],
+    finetune(start, physics_ft, y_ft, x=x_ft, inner=InnerLoop(steps=max(steps), lr=cfg["finetune_lr"]), loss=loss,
              batch_size=batch_size, on_step=on_step, progress=sys.stderr.isatty())
     return curve, timing["finetune_s"]
 
@@ -293,8 +293,8 @@ def run(cfg: dict, context: Context) -> dict:
         # The "trained on the task" reference (paper: 10k steps): supervised training from random init.
         steps = cfg["scratch_steps"][task]
         start = time.perf_counter()
-        scratch = finetune(random_init, physics_ft, y_ft, x=x_ft, steps=steps, loss="supervised", lr=cfg["finetune_lr"],
-                           batch_size=cfg["scratch_batch"][task], progress=sys.stderr.isatty())
+        scratch = finetune(random_init, physics_ft, y_ft, x=x_ft, inner=InnerLoop(steps=steps, lr=cfg["finetune_lr"]),
+                           loss="supervised", batch_size=cfg["scratch_batch"][task], progress=sys.stderr.isatty())
         seconds = time.perf_counter() - start
         psnr = baselines.psnr_per_image(scratch, physics_test, y_test, x_test, magnitude=magnitude)
         rows.append(row(task, f"PDNet trained on the task ({steps} sup. steps)", psnr, train_time_s=seconds,
