@@ -339,7 +339,8 @@ def write_reports(folder: Path, runs: list[ActiveRun], record: dict) -> None:
              f"Resume with `deepinv-meta campaign {folder.name} --minutes M` (`--device cuda` on a GPU). "
              f"Last update {record['time_utc']}; this folder holds {size:.1f} MB.", "",
              "| zoo model | outer steps | CPU minutes | GPU minutes | best held-out loss (PSNR) | at step | "
-             "last held-out loss | s / step | outer lr factor |", "|---|---|---|---|---|---|---|---|---|"]
+             "last held-out loss | s / step | outer lr factor | chunks since best |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         last = [r for r in rows if r["run"] == run.run.zoo_name]
         state = run.state
@@ -348,7 +349,7 @@ def write_reports(folder: Path, runs: list[ActiveRun], record: dict) -> None:
         last_text = f"{float(last[-1]['val_loss']):.4e}" if last else "-"
         lines.append(f"| `{run.run.zoo_name}` | {run.trainer.step} | {state['cpu_minutes']:.1f} | {state['gpu_minutes']:.1f} "
                      f"| {best_text} | {state['best_step']} | {last_text} | {last[-1]['s_per_step'] if last else '-'} "
-                     f"| {run.trainer.lr_factor:g} |")
+                     f"| {run.trainer.lr_factor:g} | {state.get('chunks_since_best', 0)} of {PLATEAU_CHUNKS} |")
     lines += ["", "Validation: " + "; ".join(f"`{r.run.zoo_name}`: {r.setup.provenance['validation']}" for r in runs)
               + ". PSNR here is -10 log10 of the mean held-out MSE.",
               "", "Warm starts: " + (", ".join(f"`{r.run.zoo_name}` from `{r.state['warm_start']}`" for r in runs
