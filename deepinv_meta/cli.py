@@ -18,11 +18,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="the zoo's meta-models adapted without ground truth to unseen SR x2, beside bicubic, TGV, DPIR",
-        description="Load the zoo models meta-prior-unsupervised and meta-prior-supervised, adapt them to unseen x2 "
-                    "super-resolution with the equivariant loss on low-resolution images only (the held-out "
-                    "scikit-image test measurements and 11 others; no ground truth), and print a PSNR table beside "
-                    "bicubic, TGV, DPIR (offline FFDNet weights, when found) and the same network from random init.")
+        "demo", help="a zoo meta-model adapted without ground truth to unseen SR x2, beside bicubic, TGV, DPIR",
+        description="Load a zoo meta-model, adapt it to unseen x2 super-resolution with the equivariant loss on "
+                    "low-resolution images only (the held-out scikit-image test measurements and 11 others; no "
+                    "ground truth), and print a PSNR table beside bicubic, TGV, DPIR (offline FFDNet weights, when "
+                    "found) and the same network from random init.")
+    demo.add_argument("--model", default="meta-prior-supervised", choices=("meta-prior-supervised",
+                                                                          "meta-prior-unsupervised"),
+                      help="the zoo meta-model to adapt (default meta-prior-supervised)")
     demo.add_argument("--steps", type=positive(int), default=100, help="adaptation steps (default 100)")
     demo.add_argument("--size", type=positive(int), default=96, help="test crop size in pixels (default 96)")
     demo.add_argument("--paper-loss", action="store_true",
@@ -289,9 +292,8 @@ def dispatch(args) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        run_demo(train_minutes=args.train_minutes, steps=args.steps, size=args.size, device=args.device,
-                 seed=args.seed, paper_loss=args.paper_loss,
-                 figure=args.figure, json_out=args.json)
+        run_demo(model=args.model, train_minutes=args.train_minutes, steps=args.steps, size=args.size,
+                 device=args.device, seed=args.seed, paper_loss=args.paper_loss, figure=args.figure, json_out=args.json)
     elif args.command == "benchmark":
         return run_benchmark(args)
     elif args.command == "campaign":

@@ -22,7 +22,7 @@ def test_demo_adapts_the_zoo_model_and_writes_the_table_json_and_figure(tmp_path
             "meta-model + 2 equivariant steps (no GT)", "random init + 2 equivariant steps (no GT)",
             "meta-model + 2 unsupervised steps (paper's loss)"} <= set(rows)
     assert all(value > 5 for value in rows.values())
-    assert "| method" in done.stdout and "zoo 'meta-prior-unsupervised'" in done.stdout
+    assert "| method" in done.stdout and "zoo 'meta-prior-supervised'" in done.stdout
     assert figure.stat().st_size > 10_000
 
 
