@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default=None, help="output folder (default: benchmark-results/NAME[-quick])")
     bench.add_argument("--part", choices=("all", "imaging", "toy"), default="all",
                        help="meta-prior only: imaging experiments, the Gaussian toy, or both (default)")
-    bench.add_argument("--reuse-meta-models", default=None, metavar="DIR",
-                       help="meta-prior only: skip meta-training and load meta_pdnet_*.pt from DIR (same --quick setting)")
+    bench.add_argument("--reuse-meta-models", default=None, metavar="DIR|zoo",
+                       help="meta-prior only: skip meta-training and load meta_pdnet_*.pt from DIR (same --quick "
+                            "setting), or the zoo's campaign models with 'zoo' (and --set depth=20 --set channels=40)")
     bench.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                        help="override one setting of the configuration (repeatable), e.g. --set train_minutes=30; "
                             "the settings are printed at the start of a run and stored in results.json")

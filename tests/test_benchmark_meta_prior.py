@@ -97,3 +97,22 @@ def test_unknown_equivariance_transform_is_refused_before_any_work():
     with pytest.raises(ValueError, match="unknown equivariance transform 'flip'"):
         run_benchmark(meta_prior, Context(quick=True, device="cpu", data_root="/nonexistent", settings={
             "equivariant_finetuning": True, "equivariant_transforms": {"SR x2": "shift", "MRI x4": "flip"}}))
+
+
+def test_the_zoo_models_can_stand_in_for_meta_training():
+    """`--reuse-meta-models zoo`: the campaign's models, checked against the run's network."""
+    import torch
+
+    from deepinv_meta import pretrained
+    from deepinv_meta.benchmarks import meta_prior
+    from deepinv_meta.tasks import meta_prior_tasks
+
+    tasks = meta_prior_tasks(torch.rand(8, 1, 16, 16))
+    cfg = configure(meta_prior.QUICK, {"depth": 20, "channels": 40})
+    trainer, seconds = meta_prior.meta_train("unsupervised", tasks, cfg, "cpu", 0, None, reuse="zoo")
+    info = pretrained.available()["meta-prior-unsupervised"]
+    assert trainer.step == info["outer_steps"] and seconds == pytest.approx(60 * info["cpu_minutes"])
+    zoo = pretrained.load("meta-prior-unsupervised")
+    assert all(torch.equal(a, b) for a, b in zip(trainer.model.parameters(), zoo.parameters()))
+    with pytest.raises(ValueError, match="--set channels=40"):
+        meta_prior.meta_train("unsupervised", tasks, configure(meta_prior.QUICK, {}), "cpu", 0, None, reuse="zoo")

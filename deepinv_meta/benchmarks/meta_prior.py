@@ -122,11 +122,16 @@ def unseen_physics(data: dict, cfg: dict, device, seed: int) -> dict:
     return {"SR x2": (sr_ft, sr_test), "MRI x4": (mri, mri)}
 
 
-def meta_train(inner_loss: str, tasks, cfg: dict, device, seed: int, out: Path | None, reuse: Path | None = None):
-    """Meta-train one MetaPDNet (or reload it from ``reuse/meta_pdnet_<inner_loss>.pt``)."""
+def meta_train(inner_loss: str, tasks, cfg: dict, device, seed: int, out: Path | None, reuse=None):
+    """Meta-train one MetaPDNet, or reload it from ``reuse/meta_pdnet_<inner_loss>.pt``, or from the zoo
+    (``reuse="zoo"``: ``meta-prior-<inner_loss>``, trained by the campaign)."""
     torch.manual_seed(seed)
-    if reuse is not None:
-        model, steps, seconds = reload_meta_model(reuse / f"meta_pdnet_{inner_loss}.pt", cfg)
+    if reuse == ZOO:
+        model, steps, seconds = zoo_meta_model(inner_loss, cfg)
+        source = f"the zoo's meta-prior-{inner_loss}"
+    elif reuse is not None:
+        source = reuse / f"meta_pdnet_{inner_loss}.pt"
+        model, steps, seconds = reload_meta_model(source, cfg)
     else:
         model = MetaPDNet(depth=cfg["depth"], channels=cfg["channels"])
     trainer = MetaTrainer(
@@ -136,8 +141,8 @@ def meta_train(inner_loss: str, tasks, cfg: dict, device, seed: int, out: Path |
     )
     if reuse is not None:
         trainer.step = steps
-        log(f"  {inner_loss} inner loss: reused {reuse / f'meta_pdnet_{inner_loss}.pt'} ({steps} outer steps)")
-        if out is not None and out.resolve() != reuse.resolve():
+        log(f"  {inner_loss} inner loss: reused {source} ({steps} outer steps)")
+        if out is not None and (reuse == ZOO or out.resolve() != reuse.resolve()):
             save(trainer.model, out / f"meta_pdnet_{inner_loss}.pt", inner_loss=inner_loss, outer_steps=steps,
                  train_time_s=seconds)
         return trainer, seconds
@@ -148,6 +153,23 @@ def meta_train(inner_loss: str, tasks, cfg: dict, device, seed: int, out: Path |
         save(trainer.model, out / f"meta_pdnet_{inner_loss}.pt", inner_loss=inner_loss, outer_steps=trainer.step,
              selected_step=trainer.selected_step, train_time_s=seconds)
     return trainer, seconds
+
+
+ZOO = "zoo"  # --reuse-meta-models zoo: the campaign's meta-prior-supervised / meta-prior-unsupervised
+
+
+def zoo_meta_model(inner_loss: str, cfg: dict):
+    """The zoo's ``meta-prior-<inner_loss>``, checked against the run's configuration: ``(model, outer steps,
+    train time)``."""
+    from .. import pretrained
+
+    name = f"meta-prior-{inner_loss}"
+    model, info = pretrained.load(name), pretrained.available()[name]
+    if (model.depth, model.channels) != (cfg["depth"], cfg["channels"]):
+        raise ValueError(f"the zoo's {name} is MetaPDNet(depth={model.depth}, channels={model.channels}): run with "
+                         f"--set depth={model.depth} --set channels={model.channels} so that the rows from random "
+                         "initialisation use the same network.")
+    return model, int(info["outer_steps"]), 60 * (info["cpu_minutes"] + info["gpu_minutes"])
 
 
 def reload_meta_model(path: Path, cfg: dict):
@@ -215,7 +237,8 @@ def run(cfg: dict, context: Context) -> dict:
     """Run the benchmark; returns the results dict and writes results/figures/checkpoints to ``context.out``.
 
     With ``context.reuse_meta_models``, a folder holding ``meta_pdnet_{supervised,unsupervised}.pt`` from an
-    earlier run with the same configuration, meta-training is skipped (its step count is kept in the results).
+    earlier run with the same configuration, or ``"zoo"`` (the campaign's models, with ``--set depth=20 --set
+    channels=40``), meta-training is skipped (its step count is kept in the results).
     """
     unknown = [t for t in cfg["unseen_tasks"] if t not in TASK_LABELS]
     if unknown or not cfg["unseen_tasks"]:
@@ -224,7 +247,8 @@ def run(cfg: dict, context: Context) -> dict:
         for task in cfg["unseen_tasks"]:
             equivariance_transform(per_model(cfg["equivariant_transforms"], task))
     device, root, out, seed = context.torch_device(), context.root(), context.out_dir, context.seed
-    reuse = Path(context.reuse_meta_models) if context.reuse_meta_models is not None else None
+    reuse = context.reuse_meta_models
+    reuse = None if reuse is None else ZOO if str(reuse) == ZOO else Path(reuse)
     context.begin("Meta-Prior benchmark", cfg)
     data = load_data(root, cfg, device)
     denoiser = load_denoiser(root / cfg["denoiser"], device=device)
