@@ -3,17 +3,20 @@ r"""``deepinv-meta train | finetune | evaluate``: the Meta-Prior workflow on you
 1. :func:`run_train` meta-trains a :class:`~deepinv_meta.MetaPDNet` on the four Meta-Prior tasks
    (:func:`~deepinv_meta.tasks.meta_prior_tasks`) built from patches of an image folder, with a
    resumable :class:`~deepinv_meta.MetaTrainer` checkpoint next to the output file;
-2. :func:`run_finetune` adapts a saved model to an unseen operator (:func:`~deepinv_meta.physics.build_physics`:
-   super-resolution, inpainting, MRI, blur, denoising, compressed sensing), supervised or without ground truth, and stores
-   the operator with the adapted model;
+2. :func:`run_finetune` adapts a saved model to an unseen operator (an :class:`~deepinv_meta.physics.OperatorSpec`:
+   super-resolution, inpainting, MRI, blur, denoising, compressed sensing), supervised or without ground truth, and
+   stores the operator with the adapted model;
 3. :func:`run_evaluate` scores one or more saved models on test images, beside the adjoint (and
    bicubic upsampling for super-resolution) and, on request, deepinv's wavelet, TGV and DPIR solvers
    with their parameters grid-searched on separate tuning images, as a PSNR table.
 
 Without an image folder every command uses scikit-image's bundled images (training:
 :data:`~deepinv_meta.data.EMBEDDED_TRAIN`, testing: :data:`~deepinv_meta.data.EMBEDDED_TEST`), so the
-whole workflow runs offline. Images are read as grey, or RGB with ``color=True`` (``--color``); MRI
-takes grey images as complex images with a zero imaginary part and is scored on the magnitude.
+whole workflow runs offline. Images are read as grey, or RGB with ``Images(color=True)`` (``--color``); MRI
+takes grey images as complex images with a zero imaginary part and is scored on the magnitude. Each function
+takes the objects the command line builds: :class:`Images` (which images, cut how), :class:`RunOptions` (device,
+seed, progress, overwrite, memory), the operator, and the :class:`~deepinv_meta.bilevel.InnerLoop` /
+:class:`~deepinv_meta.bilevel.OuterOptimizer` of the training.
 """
 
 from __future__ import annotations
