@@ -41,7 +41,7 @@ from .io import FileLock, atomic_write_json, remove_stale_temporaries
 from .tasks import Task
 
 ROLLBACK_ABOVE = 3.0  # a held-out loss above this multiple of the best one is a blow-up
-PLATEAU_CHUNKS = 4  # validations in a row without a new best before the outer lr is halved
+PLATEAU_CHUNKS = 4  # validations in a row without a new best before a restart from the best weights at half the lr
 
 
 @dataclass
