@@ -158,6 +158,13 @@ def meta_train(inner_loss: str, tasks, cfg: dict, device, seed: int, out: Path |
 ZOO = "zoo"  # --reuse-meta-models zoo: the campaign's meta-prior-supervised / meta-prior-unsupervised
 
 
+def require_run_architecture(model, cfg: dict, what: str, fix: str) -> None:
+    """Refuse a reused meta-model whose network is not the one this run builds (``what`` names it)."""
+    if (model.depth, model.channels) != (cfg["depth"], cfg["channels"]):
+        raise ValueError(f"{what} is MetaPDNet(depth={model.depth}, channels={model.channels}) but this run is "
+                         f"configured for depth={cfg['depth']}, channels={cfg['channels']}; {fix}.")
+
+
 def zoo_meta_model(inner_loss: str, cfg: dict):
     """The zoo's ``meta-prior-<inner_loss>``, checked against the run's configuration: ``(model, outer steps,
     train time)``."""
@@ -165,20 +172,15 @@ def zoo_meta_model(inner_loss: str, cfg: dict):
 
     name = f"meta-prior-{inner_loss}"
     model, info = pretrained.load(name), pretrained.available()[name]
-    if (model.depth, model.channels) != (cfg["depth"], cfg["channels"]):
-        raise ValueError(f"the zoo's {name} is MetaPDNet(depth={model.depth}, channels={model.channels}): run with "
-                         f"--set depth={model.depth} --set channels={model.channels} so that the rows from random "
-                         "initialisation use the same network.")
+    require_run_architecture(model, cfg, f"the zoo's {name}", f"run with --set depth={model.depth} --set "
+                             f"channels={model.channels} so that the rows from random initialisation use the same network")
     return model, int(info["outer_steps"]), 60 * (info["cpu_minutes"] + info["gpu_minutes"])
 
 
 def reload_meta_model(path: Path, cfg: dict):
     """A saved meta-model, checked against the run's configuration: ``(model, outer steps, train time)``."""
     model, metadata = load(path, return_metadata=True)
-    if (model.depth, model.channels) != (cfg["depth"], cfg["channels"]):
-        raise ValueError(f"{path} holds MetaPDNet(depth={model.depth}, channels={model.channels}) but this run is "
-                         f"configured for depth={cfg['depth']}, channels={cfg['channels']}; reuse meta-models from a "
-                         "run with the same --quick setting.")
+    require_run_architecture(model, cfg, str(path), "reuse meta-models from a run with the same --quick setting")
     return model, int(metadata.get("outer_steps", 0)), metadata.get("train_time_s")  # None: not recorded
 
 
