@@ -8,6 +8,11 @@ least-squares fit ``value = a + b ln(minutes)`` and the CPU minutes at which it 
 fit is an extrapolation from a handful of noisy points (a side run scores 3-50 test images): read it as an
 order of magnitude, and as "never" when the slope points away from the target.
 
+To add points after a campaign session: commit the zoo, run the side runs from a checkout of that commit (so a
+running campaign cannot change the zoo under them: ``git worktree add /tmp/wt HEAD`` and ``PYTHONPATH=/tmp/wt``)
+— ``meta-prior/zoo_sr/run.py``, ``meta-prior/zoo_mri/run.py`` (~30 CPU min), ``metadip/zoo_speedup/run.py``,
+``zoo_side_runs/run.py`` —, copy their outputs back, add one row per measurement here, and rerun this script.
+
 Run: python benchmarks/results/zoo_progress/plot.py > benchmarks/results/zoo_progress/output.txt
 """
 
