@@ -1,4 +1,4 @@
-"""Command line: ``deepinv-meta demo | train | finetune | evaluate | benchmark NAME``."""
+"""Command line: ``deepinv-meta demo | train | finetune | evaluate | reconstruct | benchmark | campaign | zoo``."""
 
 from __future__ import annotations
 
@@ -91,6 +91,9 @@ def add_reconstruct_parser(commands) -> None:
 def add_campaign_parser(commands) -> None:
     from .campaign import CAMPAIGNS
 
+    zoo = commands.add_parser("zoo", help="list the pretrained models, or show one's provenance and how to load it")
+    zoo.add_argument("name", nargs="?", help="a zoo name: every field of its record")
+    zoo.add_argument("--verify", action="store_true", help="also check the weight files against their SHA-256")
     campaign = commands.add_parser(
         "campaign", help="resume a long training campaign (campaigns/NAME/) for M more minutes; feeds the zoo",
         description="Resume the campaign's trainers from campaigns/NAME/, train --minutes more (checkpoint, held-out "
@@ -299,6 +302,10 @@ def dispatch(args) -> int:
         return run_benchmark(args)
     elif args.command == "campaign":
         return run_campaign_command(args)
+    elif args.command == "zoo":
+        from .pretrained import describe
+
+        print(describe(args.name, verify=args.verify))
     elif args.command == "reconstruct":
         from .reconstruct import run_reconstruct
 

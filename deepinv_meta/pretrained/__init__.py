@@ -100,6 +100,46 @@ def _load_external(model, prefix: str, source: dict, local, name: str) -> None:
     module.load_state_dict(load_denoiser(local).state_dict())
 
 
+def describe(name: str | None = None, *, verify: bool = False, zoo: str | os.PathLike = HERE) -> str:
+    """What ``deepinv-meta zoo`` prints: a table of the zoo's models, or every field of entry ``name``.
+
+    :param bool verify: also check each weight file against its SHA-256 (a mismatch is an error naming it).
+
+    :Examples:
+
+    >>> from deepinv_meta.pretrained import describe
+    >>> "meta-prior-supervised" in describe()
+    True
+    """
+    registry = read_registry(zoo)
+    if name is not None:
+        if name not in registry:
+            raise ValueError(f"no pretrained model named {name!r}; available: {sorted(registry)}.")
+        if verify:
+            weights_path(name, zoo)
+        entry = registry[name]
+        lines = [f"{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
+                 for key, value in entry.items() if key != "external"]
+        lines += [f"not shipped: {source['description']} (from {source['origin']}; offline: "
+                  f"$DEEPINV_META_DATA/{source['data_file']})" for source in entry.get("external", {}).values()]
+        lines += [f"weights: {Path(zoo) / 'weights' / entry['file']}" + (" (SHA-256 verified)" if verify else ""),
+                  f"load: deepinv_meta.pretrained.load({name!r}) or {entry['class']}.from_pretrained({name!r}); on the "
+                  f"command line, {name} wherever a model file is taken"]
+        return "\n".join(lines)
+    rows = [("name", "class", "outer steps", "CPU + GPU min", "held-out PSNR", "updated")]
+    for key, entry in registry.items():
+        if verify:
+            weights_path(key, zoo)
+        rows.append((key, entry["class"], str(entry.get("outer_steps", "-")),
+                     f"{entry.get('cpu_minutes', 0):g} + {entry.get('gpu_minutes', 0):g}",
+                     f"{entry['validation_psnr']} dB" if "validation_psnr" in entry else "-", entry.get("date", "-")))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    table = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(table + ["", ("all weight files match their SHA-256. " if verify else "")
+                             + "`deepinv-meta zoo NAME` shows a model's provenance (data, tasks, validation) "
+                               "and how to load it."])
+
+
 def export(model, name: str, *, metadata: dict, zoo: str | os.PathLike = HERE, external: dict | None = None) -> dict:
     """Write ``model`` as zoo entry ``name`` (weights file and registry entry, both atomically).
 
