@@ -80,3 +80,10 @@ class LockHeldByAnotherProcess:
     def __exit__(self, *exc) -> None:
         self.holder.kill()
         self.holder.wait()
+
+
+def flip_a_byte(path) -> None:
+    """Damage a file in place: its middle byte inverted (what a hash check must catch)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))

@@ -13,7 +13,7 @@ from deepinv_meta import campaign as campaign_module
 from deepinv_meta import pretrained
 from deepinv_meta.campaign import Run, Setup, run_campaign
 from deepinv_meta.io import FileLock
-from helpers import LockHeldByAnotherProcess
+from helpers import LockHeldByAnotherProcess, flip_a_byte
 
 
 def _tiny_build(root, device):
@@ -81,10 +81,7 @@ def test_a_plateau_restarts_from_the_best_weights_with_half_the_outer_learning_r
 def test_a_tampered_zoo_file_is_refused(tiny_campaign):
     zoo = tiny_campaign / "zoo"
     run_campaign("tiny", 0.02, folder=tiny_campaign / "c", chunk_minutes=0.02, zoo=zoo, log=lambda m: None)
-    path = pretrained.weights_path("tiny-model", zoo)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    flip_a_byte(pretrained.weights_path("tiny-model", zoo))
     with pytest.raises(ValueError, match="do not match their registered SHA-256"):
         pretrained.load("tiny-model", zoo=zoo)
     with pytest.raises(ValueError, match="no pretrained model named 'nope'"):

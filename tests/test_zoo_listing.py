@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import flip_a_byte
 
 from deepinv_meta import pretrained
 
@@ -35,10 +36,7 @@ def test_verify_names_a_damaged_weight_file(tmp_path):
     shutil.copy(pretrained.HERE / pretrained.REGISTRY, tmp_path / pretrained.REGISTRY)
     shutil.copytree(pretrained.HERE / "weights", tmp_path / "weights")
     assert "metadip" in pretrained.describe(verify=True, zoo=tmp_path)
-    weights = tmp_path / "weights" / "metadip.pt"
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    flip_a_byte(tmp_path / "weights" / "metadip.pt")
     with pytest.raises(ValueError, match="'metadip'.*do not match their registered SHA-256"):
         pretrained.describe(verify=True, zoo=tmp_path)
     assert "metadip" in pretrained.describe(zoo=tmp_path)  # listing alone reads no weights
