@@ -44,12 +44,16 @@ def available() -> dict:
     return read_registry()
 
 
-def weights_path(name: str, zoo: str | os.PathLike = HERE) -> Path:
-    """The verified local weight file of zoo entry ``name`` (downloaded first if it has a ``url`` only)."""
-    registry = read_registry(zoo)
+def _entry(registry: dict, name: str) -> dict:
+    """Entry ``name`` of ``registry``; an unknown name is an error listing the known ones."""
     if name not in registry:
         raise ValueError(f"no pretrained model named {name!r}; available: {sorted(registry)}.")
-    entry = registry[name]
+    return registry[name]
+
+
+def weights_path(name: str, zoo: str | os.PathLike = HERE) -> Path:
+    """The verified local weight file of zoo entry ``name`` (downloaded first if it has a ``url`` only)."""
+    entry = _entry(read_registry(zoo), name)
     path = Path(zoo) / "weights" / entry["file"]
     if not path.is_file() and entry.get("url"):
         path = Path(torch.hub.get_dir()) / "deepinv_meta" / entry["file"]
@@ -113,11 +117,9 @@ def describe(name: str | None = None, *, verify: bool = False, zoo: str | os.Pat
     """
     registry = read_registry(zoo)
     if name is not None:
-        if name not in registry:
-            raise ValueError(f"no pretrained model named {name!r}; available: {sorted(registry)}.")
+        entry = _entry(registry, name)
         if verify:
             weights_path(name, zoo)
-        entry = registry[name]
         lines = [f"{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
                  for key, value in entry.items() if key != "external"]
         lines += [f"not shipped: {source['description']} (from {source['origin']}; offline: "
