@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "the settings are printed at the start of a run and stored in results.json")
     bench.add_argument("--seed", type=int, default=0)
     add_campaign_parser(commands)
+    add_zoo_parser(commands)
     add_reconstruct_parser(commands)
     return parser
 
@@ -88,12 +89,15 @@ def add_reconstruct_parser(commands) -> None:
     rec.add_argument("--force", action="store_true", help="overwrite existing output files of another kind")
 
 
-def add_campaign_parser(commands) -> None:
-    from .campaign import CAMPAIGNS
-
+def add_zoo_parser(commands) -> None:
     zoo = commands.add_parser("zoo", help="list the pretrained models, or show one's provenance and how to load it")
     zoo.add_argument("name", nargs="?", help="a zoo name: every field of its record")
     zoo.add_argument("--verify", action="store_true", help="also check the weight files against their SHA-256")
+
+
+def add_campaign_parser(commands) -> None:
+    from .campaign import CAMPAIGNS
+
     campaign = commands.add_parser(
         "campaign", help="resume a long training campaign (campaigns/NAME/) for M more minutes; feeds the zoo",
         description="Resume the campaign's trainers from campaigns/NAME/, train --minutes more (checkpoint, held-out "
