@@ -3,8 +3,8 @@
 Everything runs offline on scikit-image's bundled images. A zoo MetaPDNet (``meta-prior-supervised`` by default,
 ``--model meta-prior-unsupervised`` for the other; both meta-trained by the project's campaign on BSD400
 patches over denoising, TV-estimation, deblurring and inpainting) is adapted to x2 super-resolution with the
-equivariant loss (measurement consistency plus shift-equivariant imaging), on low-resolution images alone: the
-3 test measurements and those of the 11 other bundled images, whose ground truth is never used. It is compared
+equivariant loss (measurement consistency plus shift-equivariant imaging, plus the zero-shot pairs of each
+measurement and its own downscaled copy), on low-resolution images alone: the 3 test measurements and those of the 11 other bundled images, whose ground truth is never used. It is compared
 with bicubic upsampling, TGV and DPIR (their parameters tuned on 3 of the other images, with their ground
 truth: what a baseline needs), the same network from random initialisation adapted the same way, and, on
 request, the paper's plain unsupervised loss. ``--train-minutes M`` meta-trains a small model from scratch
@@ -25,6 +25,7 @@ import torch
 from .baselines import BASELINE_GRIDS, baseline_builder, grid_search, psnr_per_image
 from .bilevel import InnerLoop, MetaTrainer, OuterOptimizer, finetune
 from .bilevel.trainer import default_device
+from .commands import adaptation_objective, default_denoiser
 from . import pretrained
 from .data import EMBEDDED_TEST, EMBEDDED_TRAIN, center_crop, embedded_images
 from .figures import save_figure
@@ -75,14 +76,16 @@ def run_demo(*, model: str = ZOO_MODEL, train_minutes: float | None = None, step
     # Unseen operator: noiseless x2 super-resolution by decimation, as in the paper.
     factor = 2
     x = torch.stack([center_crop(im, size) for im in embedded_images(EMBEDDED_TEST)]).to(device)
-    physics = OperatorSpec.named("sr", factor=factor).build((size, size), device)
+    spec = OperatorSpec.named("sr", factor=factor)
+    physics = spec.build((size, size), device)
     y = physics(x)
     other_x = torch.stack([center_crop(im, size) for im in embedded_images(EMBEDDED_TRAIN)]).to(device)
     tune_x, tune_y = other_x[:3], physics(other_x[:3])
     adapt_y = torch.cat([y, physics(other_x)])  # low-resolution images only: no ground truth
     print(f"unseen task: SR x{factor} (decimation), {len(x)} test images {size}x{size} ({', '.join(EMBEDDED_TEST)}); "
           f"adaptation: {steps} Adam steps of {ADAPT_BATCH} measurements drawn from the {len(y)} test ones and "
-          f"{len(other_x)} other low-resolution images, no ground truth")
+          f"{len(other_x)} other low-resolution images, no ground truth, loss "
+          f"{adaptation_objective('equivariant', spec)[1]}")
 
     rows, images = [], {"measurement (A^T y)": Adjoint()(y, physics)}
 
@@ -106,7 +109,8 @@ def run_demo(*, model: str = ZOO_MODEL, train_minutes: float | None = None, step
     inner = InnerLoop(steps=steps, lr=1e-3)
 
     def adapt(model, loss="equivariant"):
-        return finetune(model, physics, adapt_y, inner=inner, loss=loss, batch_size=ADAPT_BATCH, seed=seed,
+        objective, _ = adaptation_objective(loss, spec, rng=torch.Generator(device).manual_seed(seed + 1))
+        return finetune(model, physics, adapt_y, inner=inner, loss=objective, batch_size=ADAPT_BATCH, seed=seed,
                         progress=True)
 
     add(f"meta-model + {steps} equivariant steps (no GT)", adapt(meta))
@@ -129,7 +133,6 @@ def run_demo(*, model: str = ZOO_MODEL, train_minutes: float | None = None, step
 
 def _offline_denoiser(device):
     """The offline grey FFDNet that ``evaluate`` uses by default, or ``None`` (the DPIR row is then left out)."""
-    from .commands import default_denoiser
     from .weights import load_denoiser
 
     try:

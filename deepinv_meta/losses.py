@@ -17,6 +17,8 @@ Wherever an inner loss is asked for, deepinv's own losses may be given too (:fun
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 import deepinv as dinv
@@ -95,15 +97,37 @@ def measurement_consistency_loss(x_hat: torch.Tensor, y: torch.Tensor, physics) 
     return torch.mean((y_hat - y) ** 2)
 
 
+class _Scale(dinv.transform.Scale):
+    """deepinv's ``Scale`` with its random parameters as plain tensors: deepinv's tensor subclass would otherwise
+    flow from the sampling grid into the gradients and from there into the adapted weights (whose next use fails)."""
+
+    def _transform(self, x, **params):
+        with warnings.catch_warnings():  # deepinv calls torch.meshgrid without indexing= (its default is the one meant)
+            warnings.filterwarnings("ignore", message="torch.meshgrid")
+            return super()._transform(x, **{k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v
+                                             for k, v in params.items()})
+
+
 def equivariance_transform(name: str = "shift", rng: torch.Generator | None = None):
-    """The deepinv transform of equivariant imaging by name: ``"shift"`` (random integer circular shifts) or
+    """The deepinv transform of equivariant imaging by name: ``"shift"`` (random integer circular shifts),
     ``"rotate"`` (random integer angles, bilinear, image size kept: deepinv's ``Rotate``, as Chen et al. use
-    for MRI, where shifts only change the phase of k-space and teach nothing); ``rng`` draws them."""
+    for MRI, where shifts only change the phase of k-space and teach nothing) or ``"scale"`` (random
+    down-scalings by 1/2 or 3/4 about a random centre: deepinv's ``Scale``, the scale-equivariant imaging of
+    Scanvic et al. for super-resolution, where the transformed images carry finer detail than the
+    measurements); names joined by ``*`` compose, e.g. ``"shift*scale"``. ``rng`` draws them."""
+    if "*" in name:
+        first, *rest = [equivariance_transform(part.strip(), rng) for part in name.split("*")]
+        for transform in rest:
+            first = first * transform
+        return first
     if name == "shift":
         return dinv.transform.Shift(rng=rng)
     if name == "rotate":
         return dinv.transform.Rotate(rng=rng, interpolation_mode="bilinear")
-    raise ValueError(f"unknown equivariance transform {name!r}; use 'shift' or 'rotate'.")
+    if name == "scale":
+        return _Scale(rng=rng)
+    raise ValueError(f"unknown equivariance transform {name!r}; use 'shift', 'rotate', 'scale' or a composition "
+                     "such as 'shift*scale'.")
 
 
 def equivariance_term(transform: str = "shift", rng: torch.Generator | None = None) -> dinv.loss.EILoss:
@@ -142,10 +166,51 @@ def equivariant_loss(x_hat: torch.Tensor, y: torch.Tensor, physics, model, rng: 
     return measurement_consistency_loss(x_hat, y, physics) + equivariance_term(transform, rng)(x_hat, physics, model)
 
 
-def equivariant_objective(transform: str = "shift", rng: torch.Generator | None = None):
+class DownscaledPairsLoss(dinv.loss.Loss):
+    r"""Zero-shot pairs of super-resolution (the internal learning of Shocher, Cohen & Irani, 2018), no ground
+    truth: each measurement, measured once more by the same operator built for images of its own size, is the
+    target of the reconstruction of that smaller measurement,
+
+    .. math:: \operatorname{mean}\|f(A_\downarrow y) - y\|^2,
+
+    with :math:`A_\downarrow` = ``operator_at(y's spatial size, device)``. It teaches the network what the
+    operator removes one scale down, where the answer is known (the measurement itself); equivariant imaging
+    alone leaves that to the image model. Meant for super-resolution, where the operator exists at every size.
+
+    :param Callable operator_at: ``operator_at(size, device)`` returns the operator for images of spatial size
+        ``size`` (e.g. ``lambda size, device: OperatorSpec.named("sr", factor=2).build(size, device)``); built
+        once per size and device.
+    :param float weight: weight of the term.
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_meta.losses import DownscaledPairsLoss
+    >>> from deepinv_meta.physics import decimation
+    >>> pairs = DownscaledPairsLoss(lambda size, device: decimation((1, *size), device=device))
+    >>> y = torch.rand(2, 1, 8, 8)
+    >>> nearest = lambda y, physics: y.repeat_interleave(2, -1).repeat_interleave(2, -2)
+    >>> pairs(y=y, model=nearest).shape  # one value per measurement
+    torch.Size([2])
+    """
+
+    def __init__(self, operator_at, weight: float = 1.0):
+        super().__init__()
+        self.operator_at, self.weight, self._operators = operator_at, weight, {}
+
+    def forward(self, y: torch.Tensor, model, **kwargs) -> torch.Tensor:
+        key = (tuple(y.shape[-2:]), y.device)
+        if key not in self._operators:
+            self._operators[key] = self.operator_at(*key)
+        smaller = self._operators[key]
+        return self.weight * ((model(smaller.A(y), smaller) - y) ** 2).flatten(1).mean(1)
+
+
+def equivariant_objective(transform: str = "shift", rng: torch.Generator | None = None, pairs=None):
     """The inner loss to give :func:`~deepinv_meta.bilevel.finetune` for equivariant fine-tuning with ``transform``:
     the name ``"equivariant"`` for shifts, else measurement consistency plus :func:`equivariance_term` as deepinv
-    losses (the same two terms as :func:`equivariant_loss`, with ``rng`` drawing the transforms).
+    losses (the same two terms as :func:`equivariant_loss`, with ``rng`` drawing the transforms). ``pairs``, an
+    ``operator_at(size, device)`` callable, adds :class:`DownscaledPairsLoss` (super-resolution).
 
     :Examples:
 
@@ -154,10 +219,13 @@ def equivariant_objective(transform: str = "shift", rng: torch.Generator | None 
     'equivariant'
     >>> [type(term).__name__ for term in equivariant_objective("rotate")]
     ['MCLoss', 'EILoss']
+    >>> [type(term).__name__ for term in equivariant_objective("shift", pairs=lambda size, device: None)]
+    ['MCLoss', 'EILoss', 'DownscaledPairsLoss']
     """
-    if transform == "shift":
+    if transform == "shift" and pairs is None:
         return "equivariant"
-    return [dinv.loss.MCLoss(), equivariance_term(transform, rng)]
+    terms = [dinv.loss.MCLoss(), equivariance_term(transform, rng)]
+    return terms + ([DownscaledPairsLoss(pairs)] if pairs is not None else [])
 
 
 def data_loss(

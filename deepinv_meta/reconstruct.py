@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .bilevel import InnerLoop, finetune
-from .commands import RunOptions, check_output, load_model
+from .commands import RunOptions, adaptation_objective, check_output, load_model
 from .physics import OperatorSpec, complex_magnitude
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -87,10 +87,11 @@ def physics_for(y: torch.Tensor, operator: OperatorSpec, mask: torch.Tensor | No
 
 
 def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-prior-unsupervised", mask=None,
-                    inner: InnerLoop | None = None, loss: str = "equivariant",
+                    inner: InnerLoop | None = None, loss: str = "equivariant", pairs: bool | None = None,
                     options: RunOptions | None = None) -> list[dict]:
     """Reconstruct every measurement file into ``out``, adapting ``model`` with ``inner`` (default
-    ``InnerLoop(steps=30, lr=1e-3)``) and ``loss``; returns ``[{file, output, residual}]``."""
+    ``InnerLoop(steps=30, lr=1e-3)``) and ``loss`` (with ``pairs``: :func:`~deepinv_meta.commands.adaptation_objective`);
+    returns ``[{file, output, residual}]``."""
     from .models import TestTimeOptimizer, VariationalReconstructor
 
     inner = InnerLoop(steps=30, lr=1e-3) if inner is None else inner
@@ -99,6 +100,7 @@ def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-pr
     physics, color = operator.name, operator.channels == 3
     if physics not in OPERATORS:
         raise ValueError(f"reconstruct takes --physics {' | '.join(OPERATORS)}, got {physics!r}.")
+    objective, label = adaptation_objective(loss, operator, pairs=pairs)
     paths = [Path(p) for p in measurements]
     out = Path(out)
     if out.is_file():
@@ -129,9 +131,9 @@ def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-pr
                   "(no adaptation)", flush=True)
             reconstructor = base.eval()
         else:
-            print(f"adapting {model} to {len(members)} measurement(s) of shape {tuple(shape[1:])}: {inner.steps} {loss} "
+            print(f"adapting {model} to {len(members)} measurement(s) of shape {tuple(shape[1:])}: {inner.steps} {label} "
                   "steps, no ground truth", flush=True)
-            reconstructor = finetune(base, forward, y, inner=inner, loss=loss, chunk_size=options.chunk_size,
+            reconstructor = finetune(base, forward, y, inner=inner, loss=objective, chunk_size=options.chunk_size,
                                      progress=options.progress)
         with torch.no_grad():
             x_hat = torch.cat([reconstructor(y[i:i + 1], forward) for i in range(len(members))])

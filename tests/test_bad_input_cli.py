@@ -149,3 +149,9 @@ def test_a_terminated_training_releases_its_lock_and_leaves_no_temporaries(tmp_p
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err
     assert not lock.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_downscaled_pairs_on_an_operator_without_scales_is_refused(tmp_path, model_file):
+    code, err = run("finetune", model_file, "--physics", "mri", "--pairs", "--out", tmp_path / "o.pt")
+    assert code in (1, 2) and "--pairs" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o.pt").exists()

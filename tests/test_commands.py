@@ -212,3 +212,20 @@ def test_evaluate_caches_tuned_baselines_and_takes_a_wider_grid(tmp_path, capsys
     assert "has no parameter 'lam'" in capsys.readouterr().err
     assert main(common + ["--grid", "tv.ths="]) == 2
     assert "NAME.PARAM=V1,V2" in capsys.readouterr().err
+
+
+def test_adaptation_objective_adds_downscaled_pairs_for_sr_only():
+    from deepinv_meta.commands import adaptation_objective
+    from deepinv_meta.losses import DownscaledPairsLoss
+    from deepinv_meta.physics import OperatorSpec
+
+    sr, mri = OperatorSpec.named("sr", factor=2), OperatorSpec.named("mri")
+    objective, label = adaptation_objective("equivariant", sr)
+    assert isinstance(objective[-1], DownscaledPairsLoss) and "downscaled pairs" in label
+    assert adaptation_objective("equivariant", sr, pairs=False) == ("equivariant", "equivariant (shift)")
+    assert adaptation_objective("equivariant", mri)[0] == "equivariant"
+    assert adaptation_objective("unsupervised", sr)[0] == "unsupervised"
+    with pytest.raises(ValueError, match="exists at every scale"):
+        adaptation_objective("equivariant", mri, pairs=True)
+    with pytest.raises(ValueError, match="only apply to --loss equivariant"):
+        adaptation_objective("supervised", sr, pairs=True)

@@ -265,3 +265,44 @@ def test_the_outer_keywords_of_earlier_versions_build_the_same_outer_optimizer()
         MetaTrainer(MetaPDNet(depth=2, channels=4), tasks, outer=OuterOptimizer(), outer_lr=0.1)
     with pytest.raises(ValueError, match="grad_clip"):
         OuterOptimizer(grad_clip=-1.0)
+
+
+def test_downscaled_pairs_loss_is_the_measurement_against_its_own_downscaled_reconstruction():
+    """mean ||f(A_small y) - y||^2 with A_small built for y's size, once per size; gradients reach the model."""
+    from deepinv_meta.losses import DownscaledPairsLoss
+    from deepinv_meta.physics import decimation
+
+    built = []
+
+    def operator_at(size, device):
+        built.append(size)
+        return decimation((1, *size), device=device)
+
+    pairs = DownscaledPairsLoss(operator_at, weight=2.0)
+    model = MetaPDNet(depth=2, channels=4)
+    y = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    value = pairs(y=y, model=model)
+    small = decimation((1, 8, 8))
+    expected = 2.0 * ((model(y[..., ::2, ::2], small) - y) ** 2).flatten(1).mean(1)
+    torch.testing.assert_close(value, expected)
+    value.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    pairs(y=y, model=model)
+    pairs(y=torch.rand(1, 1, 6, 6), model=model)
+    assert built == [(8, 8), (6, 6)]  # cached per size
+
+
+@pytest.mark.parametrize("transform", ["scale", "shift*scale"])
+def test_scale_equivariant_finetuning_leaves_plain_weights(transform):
+    """deepinv's Scale draws its parameters as a tensor subclass which, left in, reached the adapted weights and
+    made their next use fail; the weights must stay plain tensors and the adapted model run."""
+    from deepinv_meta.losses import equivariant_objective
+    from deepinv_meta.physics import decimation
+
+    physics = decimation((1, 16, 16))
+    y = physics(torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0)))
+    objective = equivariant_objective(transform, torch.Generator().manual_seed(0))
+    adapted, losses = finetune(MetaPDNet(depth=2, channels=4), physics, y, steps=3, lr=1e-2, loss=objective,
+                               batch_size=2, return_losses=True)
+    assert all(type(p.data) is torch.Tensor for p in adapted.parameters())
+    assert all(math.isfinite(v) for v in losses) and adapted(y, physics).shape == (4, 1, 16, 16)
