@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=positive(int), default=96, help="test crop size in pixels (default 96)")
     demo.add_argument("--paper-loss", action="store_true",
                       help="add the paper's unsupervised loss (measurement consistency alone) as a row")
+    demo.add_argument("--without-pairs", action="store_true",
+                      help="add the equivariant loss without the downscaled pairs as a row")
     demo.add_argument("--train-minutes", type=positive(float), default=None,
                       help="meta-train a small model from scratch for M minutes instead of loading the zoo")
     demo.add_argument("--figure", default=None, metavar="PNG", help="write the reconstructions to this PNG")
@@ -309,7 +311,8 @@ def dispatch(args) -> int:
         from .demo import run_demo
 
         run_demo(model=args.model, train_minutes=args.train_minutes, steps=args.steps, size=args.size,
-                 device=args.device, seed=args.seed, paper_loss=args.paper_loss, figure=args.figure, json_out=args.json)
+                 device=args.device, seed=args.seed, paper_loss=args.paper_loss, without_pairs=args.without_pairs, figure=args.figure,
+                 json_out=args.json)
     elif args.command == "benchmark":
         return run_benchmark(args)
     elif args.command == "campaign":

@@ -211,7 +211,7 @@ def adaptation_objective(loss: str, operator: OperatorSpec, *, transform: str = 
     """``(objective, label)``: what :func:`~deepinv_meta.bilevel.finetune` minimises for the loss named ``loss`` on
     ``operator``, and its name in print. The equivariant loss uses ``transform`` (``rng`` draws them) and, for
     super-resolution, adds the downscaled pairs of :class:`~deepinv_meta.losses.DownscaledPairsLoss` unless
-    ``pairs=False`` (``None``: on for ``sr``, which gained 0.2-0.6 dB with them, docs/notes.rst); ``pairs=True``
+    ``pairs=False`` (``None``: on for ``sr``, where they measurably help: docs/notes.rst); ``pairs=True``
     on another operator, or with another loss, is refused."""
     if loss != "equivariant" and (transform != "shift" or pairs):
         raise ValueError(f"--transform and --pairs only apply to --loss equivariant (got --loss {loss}).")

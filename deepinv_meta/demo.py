@@ -63,8 +63,8 @@ def _meta_model(model: str, train_minutes: float | None, device, seed: int):
 
 
 def run_demo(*, model: str = ZOO_MODEL, train_minutes: float | None = None, steps: int = 100, size: int = 96,
-             device=None, seed: int = 0, paper_loss: bool = False, figure: str | Path | None = None,
-             json_out: str | Path | None = None) -> list[dict]:
+             device=None, seed: int = 0, paper_loss: bool = False, without_pairs: bool = False,
+             figure: str | Path | None = None, json_out: str | Path | None = None) -> list[dict]:
     """Adapt the meta-model to unseen SR x2 without ground truth; print, return (and optionally save) the table."""
     device = torch.device(device) if device else default_device()
     torch.manual_seed(seed)
@@ -108,12 +108,14 @@ def run_demo(*, model: str = ZOO_MODEL, train_minutes: float | None = None, step
     add("meta-model, no adaptation", meta)
     inner = InnerLoop(steps=steps, lr=1e-3)
 
-    def adapt(model, loss="equivariant"):
-        objective, _ = adaptation_objective(loss, spec, rng=torch.Generator(device).manual_seed(seed + 1))
+    def adapt(model, loss="equivariant", pairs=None):
+        objective, _ = adaptation_objective(loss, spec, pairs=pairs, rng=torch.Generator(device).manual_seed(seed + 1))
         return finetune(model, physics, adapt_y, inner=inner, loss=objective, batch_size=ADAPT_BATCH, seed=seed,
                         progress=True)
 
     add(f"meta-model + {steps} equivariant steps (no GT)", adapt(meta))
+    if without_pairs:  # what the downscaled pairs add
+        add(f"meta-model + {steps} equivariant steps without pairs (no GT)", adapt(meta, pairs=False))
     if paper_loss:  # measurement consistency alone: drifts on SR (the equivariant term fixes that)
         add(f"meta-model + {steps} unsupervised steps (paper's loss)", adapt(meta, "unsupervised"))
     torch.manual_seed(seed + 1)

@@ -15,14 +15,17 @@ def test_demo_adapts_the_zoo_model_and_writes_the_table_json_and_figure(tmp_path
 
     out, figure = tmp_path / "demo.json", tmp_path / "demo.png"
     done = subprocess.run([sys.executable, "-m", "deepinv_meta.cli", "demo", "--steps", "2", "--size", "32",
-                           "--json", str(out), "--figure", str(figure), "--paper-loss"], capture_output=True, text=True)
+                           "--json", str(out), "--figure", str(figure), "--paper-loss", "--without-pairs"],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     rows = {row["method"]: row["psnr"] for row in json.loads(out.read_text())}
     assert {"bicubic upsampling", "TGV (tuned on other images)", "meta-model, no adaptation",
             "meta-model + 2 equivariant steps (no GT)", "random init + 2 equivariant steps (no GT)",
-            "meta-model + 2 unsupervised steps (paper's loss)"} <= set(rows)
+            "meta-model + 2 unsupervised steps (paper's loss)",
+            "meta-model + 2 equivariant steps without pairs (no GT)"} <= set(rows)
     assert all(value > 5 for value in rows.values())
     assert "| method" in done.stdout and "zoo 'meta-prior-supervised'" in done.stdout
+    assert "downscaled pairs" in done.stdout  # the loss the table's adaptation used
     assert figure.stat().st_size > 10_000
 
 
