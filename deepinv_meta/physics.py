@@ -254,6 +254,46 @@ class Bicubic(dinv.models.Reconstructor):
         return torch.nn.functional.grid_sample(y, grid, mode="bicubic", padding_mode="border", align_corners=True)
 
 
+class BorderPadded(dinv.models.Reconstructor):
+    r"""Reconstruct super-resolution measurements from their border-replicated extension, then crop.
+
+    Decimation samples the first row and column of an image but not its last ones, which only have a neighbour
+    on one side; a network with zero-padded convolutions then reconstructs them against a black border. This
+    wrapper extends the measurement by ``pad`` replicated pixels on every side (the border rule of
+    :class:`Bicubic`), reconstructs it with ``model`` and the operator built for the extended image, and crops
+    the image back to the measurement's own size.
+
+    :param model: a reconstructor ``model(y, physics)`` (its ``physics`` argument here is ignored: the operator is
+        rebuilt for the extended size).
+    :param OperatorSpec operator: the ``sr`` operator (a factor, no mask) that produced the measurements.
+    :param int pad: low-resolution pixels added on each side.
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_meta.physics import Adjoint, BorderPadded, OperatorSpec
+    >>> sr = OperatorSpec.named("sr", factor=2)
+    >>> physics = sr.build((8, 8))
+    >>> y = physics(torch.rand(1, 1, 8, 8))
+    >>> torch.equal(BorderPadded(Adjoint(), sr)(y, physics), Adjoint()(y, physics))  # zero-filling: same crop
+    True
+    """
+
+    def __init__(self, model, operator: "OperatorSpec", pad: int = 1):
+        super().__init__()
+        if operator.name != "sr":
+            raise ValueError(f"BorderPadded extends super-resolution measurements; got the operator {operator.name}.")
+        if pad < 1:
+            raise ValueError(f"pad must be a positive number of pixels, got {pad!r}.")
+        self.model, self.operator, self.pad = model, operator, pad
+
+    def forward(self, y, physics=None, **kwargs):
+        extended = torch.nn.functional.pad(y, (self.pad,) * 4, mode="replicate")
+        x = self.model(extended, self.operator.build(self.operator.image_size(extended.shape), y.device))
+        margin = self.pad * self.operator.params["factor"]
+        return x[..., margin:-margin, margin:-margin]
+
+
 def to_physics_input(x: torch.Tensor, complex_physics: bool) -> torch.Tensor:
     """``x`` as the physics takes it: unchanged, or cast to complex (same precision) if ``complex_physics``.
 

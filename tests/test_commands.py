@@ -229,3 +229,23 @@ def test_adaptation_objective_adds_downscaled_pairs_for_sr_only():
         adaptation_objective("equivariant", mri, pairs=True)
     with pytest.raises(ValueError, match="only apply to --loss equivariant"):
         adaptation_objective("supervised", sr, pairs=True)
+
+
+def test_border_padded_reconstruction_crops_back_and_refuses_other_operators():
+    from deepinv_meta.physics import Bicubic, BorderPadded, OperatorSpec
+
+    sr = OperatorSpec.named("sr", factor=2)
+    physics = sr.build((16, 12))
+    y = physics(torch.rand(2, 1, 16, 12, generator=torch.Generator().manual_seed(0)))
+    seen = []
+
+    def model(y, physics):
+        seen.append((tuple(y.shape), tuple(physics.A_adjoint(y).shape)))
+        return Bicubic(2)(y, physics)
+
+    x_hat = BorderPadded(model, sr, pad=2)(y, physics)
+    assert x_hat.shape == (2, 1, 16, 12)
+    assert seen == [((2, 1, 12, 10), (2, 1, 24, 20))]  # the measurement extended by 2 a side, and its operator
+    torch.testing.assert_close(physics.A(x_hat), y, rtol=0, atol=1e-5)  # the crop keeps the samples where they were
+    with pytest.raises(ValueError, match="super-resolution"):
+        BorderPadded(model, OperatorSpec.named("mri"))
