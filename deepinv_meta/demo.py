@@ -30,7 +30,7 @@ from . import pretrained
 from .data import EMBEDDED_TEST, EMBEDDED_TRAIN, center_crop, embedded_images
 from .figures import save_figure
 from .models import MetaPDNet
-from .physics import Adjoint, Bicubic, OperatorSpec
+from .physics import Adjoint, Bicubic, BorderPadded, OperatorSpec
 from .tasks import meta_prior_tasks
 
 # the zoo model it adapts by default: of the two Meta-Prior models, the one that adapts better without ground
@@ -105,13 +105,14 @@ def run_demo(*, model: str = ZOO_MODEL, train_minutes: float | None = None, step
         build = baseline_builder("dpir", denoiser=denoiser, init=Bicubic(factor))
         params, _, _ = grid_search(build, BASELINE_GRIDS["dpir"], physics, tune_y, tune_x)
         add("DPIR, FFDNet (tuned on other images)", build(**params), **params)
-    add("meta-model, no adaptation", meta)
+    # the networks reconstruct from the border-replicated measurement (the border rule of bicubic; docs/notes.rst)
+    add("meta-model, no adaptation", BorderPadded(meta, spec))
     inner = InnerLoop(steps=steps, lr=1e-3)
 
     def adapt(model, loss="equivariant", pairs=None):
         objective, _ = adaptation_objective(loss, spec, pairs=pairs, rng=torch.Generator(device).manual_seed(seed + 1))
-        return finetune(model, physics, adapt_y, inner=inner, loss=objective, batch_size=ADAPT_BATCH, seed=seed,
-                        progress=True)
+        return BorderPadded(finetune(model, physics, adapt_y, inner=inner, loss=objective, batch_size=ADAPT_BATCH,
+                                     seed=seed, progress=True), spec)
 
     add(f"meta-model + {steps} equivariant steps (no GT)", adapt(meta))
     if without_pairs:  # what the downscaled pairs add

@@ -4,7 +4,9 @@ Each measurement file is read (an image: PNG/JPEG/BMP/TIFF in [0, 1]; or ``.npy`
 complex ``(H, W)`` or real ``(2, H, W)``), its operator is built for its size (``sr``: the image is
 ``factor`` times larger; ``inpainting``: ``--mask`` gives the observed pixels; ``mri``: ``--mask`` or the
 non-zero k-space columns), and a meta-model adapts to the measurements themselves with the
-equivariant loss (measurement consistency plus equivariant imaging) before reconstructing them. Test-time
+equivariant loss (measurement consistency plus equivariant imaging; for ``sr`` also the zero-shot pairs of each
+measurement and its downscaled copy) before reconstructing them (``sr``: from the border-replicated measurement,
+:class:`~deepinv_meta.physics.BorderPadded`). Test-time
 optimisers (MetaDIP, Meta-RED) and learned variational solvers need no adaptation: their forward pass fits or
 solves each measurement.
 Measurements of the same size are adapted to together. The reconstructions are written to ``--out``
@@ -22,7 +24,7 @@ import torch
 
 from .bilevel import InnerLoop, finetune
 from .commands import RunOptions, adaptation_objective, check_output, load_model
-from .physics import OperatorSpec, complex_magnitude
+from .physics import BorderPadded, OperatorSpec, complex_magnitude
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 OPERATORS = ("sr", "denoising", "blur", "inpainting", "mri")
@@ -135,6 +137,8 @@ def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-pr
                   "steps, no ground truth", flush=True)
             reconstructor = finetune(base, forward, y, inner=inner, loss=objective, chunk_size=options.chunk_size,
                                      progress=options.progress)
+            if physics == "sr":  # from the border-replicated measurement, as bicubic treats borders (docs/notes.rst)
+                reconstructor = BorderPadded(reconstructor, operator)
         with torch.no_grad():
             x_hat = torch.cat([reconstructor(y[i:i + 1], forward) for i in range(len(members))])
             residual = [(torch.linalg.vector_norm(forward.A(x_hat[i:i + 1]) - y[i:i + 1])
