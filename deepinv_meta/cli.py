@@ -93,9 +93,10 @@ def add_reconstruct_parser(commands) -> None:
 
 
 def add_pairs_option(parser) -> None:
-    parser.add_argument("--pairs", action=argparse.BooleanOptionalAction, default=None,
+    parser.add_argument("--pairs", action="store_true",
                         help="sr with the equivariant loss: also train on the measurements' own downscaled copies "
-                             "(zero-shot pairs, no ground truth; default on for sr, where they gained 0.2-0.6 dB)")
+                             "(zero-shot pairs, no ground truth); they helped on 48x48-pixel measurements and hurt "
+                             "on 32x32 ones (docs/notes.rst)")
 
 
 def add_zoo_parser(commands) -> None:

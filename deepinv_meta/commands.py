@@ -206,26 +206,24 @@ def run_train(out, *, model: MetaPDNet | None = None, images: Images | None = No
     return trainer
 
 
-def adaptation_objective(loss: str, operator: OperatorSpec, *, transform: str = "shift", pairs: bool | None = None,
+def adaptation_objective(loss: str, operator: OperatorSpec, *, transform: str = "shift", pairs: bool = False,
                          rng: torch.Generator | None = None):
     """``(objective, label)``: what :func:`~deepinv_meta.bilevel.finetune` minimises for the loss named ``loss`` on
-    ``operator``, and its name in print. The equivariant loss uses ``transform`` (``rng`` draws them) and, for
-    super-resolution, adds the downscaled pairs of :class:`~deepinv_meta.losses.DownscaledPairsLoss` unless
-    ``pairs=False`` (``None``: on for ``sr``, where they measurably help: docs/notes.rst); ``pairs=True``
-    on another operator, or with another loss, is refused."""
+    ``operator``, and its name in print. The equivariant loss uses ``transform`` (``rng`` draws them) and, with
+    ``pairs`` (super-resolution only), adds the downscaled pairs of :class:`~deepinv_meta.losses.DownscaledPairsLoss`,
+    which help on measurements of 48x48 pixels and hurt on 32x32 ones (docs/notes.rst)."""
     if loss != "equivariant" and (transform != "shift" or pairs):
         raise ValueError(f"--transform and --pairs only apply to --loss equivariant (got --loss {loss}).")
     if pairs and operator.name != "sr":
         raise ValueError(f"--pairs needs an operator that exists at every scale (sr), not {operator.name}; drop it.")
     if loss != "equivariant":
         return loss, loss
-    pairs = operator.name == "sr" if pairs is None else pairs
     objective = equivariant_objective(transform, rng, pairs=operator.build if pairs else None)
     return objective, f"equivariant ({transform}{' + downscaled pairs' if pairs else ''})"
 
 
 def run_finetune(model_path, out, *, operator: OperatorSpec, images: Images | None = None, loss: str = "equivariant",
-                 transform: str = "shift", pairs: bool | None = None, inner: InnerLoop | None = None,
+                 transform: str = "shift", pairs: bool = False, inner: InnerLoop | None = None,
                  options: RunOptions | None = None):
     """Fine-tune a saved model on patches of ``images`` (default: 32 patches 64x64 of the bundled images, all in
     every step) measured by an unseen ``operator``, with ``inner`` (default ``InnerLoop(steps=50, lr=1e-3)``).
@@ -257,7 +255,7 @@ def run_finetune(model_path, out, *, operator: OperatorSpec, images: Images | No
     save(adapted, out, physics=operator.to_dict(),
          finetune={"from": str(model_path), "loss": loss, "steps": inner.steps, "lr": inner.lr, "lam": inner.lam,
                    "optimizer": inner.optimizer, "momentum": inner.optimizer_kwargs.get("momentum", 0.0), "patches": len(x), "size": images.size,
-                   **({"transform": transform, "pairs": "pairs" in label} if loss == "equivariant" else {})},
+                   **({"transform": transform, "pairs": pairs} if loss == "equivariant" else {})},
          **{k: v for k, v in metadata.items() if k not in ("physics", "finetune")})
     if losses:
         print(f"{loss} loss {losses[0]:.3e} -> {losses[-1]:.3e}; adapted model saved to {out}")

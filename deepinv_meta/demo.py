@@ -85,7 +85,7 @@ def run_demo(*, model: str = ZOO_MODEL, train_minutes: float | None = None, step
     print(f"unseen task: SR x{factor} (decimation), {len(x)} test images {size}x{size} ({', '.join(EMBEDDED_TEST)}); "
           f"adaptation: {steps} Adam steps of {ADAPT_BATCH} measurements drawn from the {len(y)} test ones and "
           f"{len(other_x)} other low-resolution images, no ground truth, loss "
-          f"{adaptation_objective('equivariant', spec)[1]}")
+          f"{adaptation_objective('equivariant', spec, pairs=True)[1]}")
 
     rows, images = [], {"measurement (A^T y)": Adjoint()(y, physics)}
 
@@ -109,7 +109,7 @@ def run_demo(*, model: str = ZOO_MODEL, train_minutes: float | None = None, step
     add("meta-model, no adaptation", BorderPadded(meta, spec))
     inner = InnerLoop(steps=steps, lr=1e-3)
 
-    def adapt(model, loss="equivariant", pairs=None):
+    def adapt(model, loss="equivariant", pairs=True):
         objective, _ = adaptation_objective(loss, spec, pairs=pairs, rng=torch.Generator(device).manual_seed(seed + 1))
         return BorderPadded(finetune(model, physics, adapt_y, inner=inner, loss=objective, batch_size=ADAPT_BATCH,
                                      seed=seed, progress=True), spec)
@@ -118,7 +118,7 @@ def run_demo(*, model: str = ZOO_MODEL, train_minutes: float | None = None, step
     if without_pairs:  # what the downscaled pairs add
         add(f"meta-model + {steps} equivariant steps without pairs (no GT)", adapt(meta, pairs=False))
     if paper_loss:  # measurement consistency alone: drifts on SR (the equivariant term fixes that)
-        add(f"meta-model + {steps} unsupervised steps (paper's loss)", adapt(meta, "unsupervised"))
+        add(f"meta-model + {steps} unsupervised steps (paper's loss)", adapt(meta, "unsupervised", pairs=False))
     torch.manual_seed(seed + 1)
     add(f"random init + {steps} equivariant steps (no GT)", adapt(type(meta)(**meta.config).to(device)))
 

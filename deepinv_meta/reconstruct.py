@@ -4,9 +4,9 @@ Each measurement file is read (an image: PNG/JPEG/BMP/TIFF in [0, 1]; or ``.npy`
 complex ``(H, W)`` or real ``(2, H, W)``), its operator is built for its size (``sr``: the image is
 ``factor`` times larger; ``inpainting``: ``--mask`` gives the observed pixels; ``mri``: ``--mask`` or the
 non-zero k-space columns), and a meta-model adapts to the measurements themselves with the
-equivariant loss (measurement consistency plus equivariant imaging; for ``sr`` also the zero-shot pairs of each
-measurement and its downscaled copy) before reconstructing them (``sr``: from the border-replicated measurement,
-:class:`~deepinv_meta.physics.BorderPadded`). Test-time
+equivariant loss (measurement consistency plus equivariant imaging; for ``sr`` with ``--pairs`` also the
+zero-shot pairs of each measurement and its downscaled copy) before reconstructing them (``sr``: from the
+border-replicated measurement, :class:`~deepinv_meta.physics.BorderPadded`). Test-time
 optimisers (MetaDIP, Meta-RED) and learned variational solvers need no adaptation: their forward pass fits or
 solves each measurement.
 Measurements of the same size are adapted to together. The reconstructions are written to ``--out``
@@ -89,7 +89,7 @@ def physics_for(y: torch.Tensor, operator: OperatorSpec, mask: torch.Tensor | No
 
 
 def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-prior-unsupervised", mask=None,
-                    inner: InnerLoop | None = None, loss: str = "equivariant", pairs: bool | None = None,
+                    inner: InnerLoop | None = None, loss: str = "equivariant", pairs: bool = False,
                     options: RunOptions | None = None) -> list[dict]:
     """Reconstruct every measurement file into ``out``, adapting ``model`` with ``inner`` (default
     ``InnerLoop(steps=30, lr=1e-3)``) and ``loss`` (with ``pairs``: :func:`~deepinv_meta.commands.adaptation_objective`);

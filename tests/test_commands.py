@@ -220,9 +220,9 @@ def test_adaptation_objective_adds_downscaled_pairs_for_sr_only():
     from deepinv_meta.physics import OperatorSpec
 
     sr, mri = OperatorSpec.named("sr", factor=2), OperatorSpec.named("mri")
-    objective, label = adaptation_objective("equivariant", sr)
+    objective, label = adaptation_objective("equivariant", sr, pairs=True)
     assert isinstance(objective[-1], DownscaledPairsLoss) and "downscaled pairs" in label
-    assert adaptation_objective("equivariant", sr, pairs=False) == ("equivariant", "equivariant (shift)")
+    assert adaptation_objective("equivariant", sr) == ("equivariant", "equivariant (shift)")
     assert adaptation_objective("equivariant", mri)[0] == "equivariant"
     assert adaptation_objective("unsupervised", sr)[0] == "unsupervised"
     with pytest.raises(ValueError, match="exists at every scale"):
