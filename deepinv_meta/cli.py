@@ -312,8 +312,8 @@ def dispatch(args) -> int:
         from .demo import run_demo
 
         run_demo(model=args.model, train_minutes=args.train_minutes, steps=args.steps, size=args.size,
-                 device=args.device, seed=args.seed, paper_loss=args.paper_loss, without_pairs=args.without_pairs, figure=args.figure,
-                 json_out=args.json)
+                 device=args.device, seed=args.seed, paper_loss=args.paper_loss, without_pairs=args.without_pairs,
+                 figure=args.figure, json_out=args.json)
     elif args.command == "benchmark":
         return run_benchmark(args)
     elif args.command == "campaign":
@@ -333,7 +333,8 @@ def dispatch(args) -> int:
             {"blur_sigma": args.blur_sigma} if args.physics == "blur" else {})
         run_reconstruct(args.measurements, args.out, operator=OperatorSpec.named(args.physics, color=args.color, **params),
                         model=args.model, mask=args.mask, inner=InnerLoop(steps=args.steps, lr=args.lr), loss=args.loss,
-                        pairs=args.pairs, options=RunOptions(device=args.device, force=args.force, chunk_size=args.chunk_size))
+                        pairs=args.pairs,
+                        options=RunOptions(device=args.device, force=args.force, chunk_size=args.chunk_size))
     else:
         return run_workflow(args)
     return 0

@@ -212,8 +212,9 @@ def adaptation_objective(loss: str, operator: OperatorSpec, *, transform: str = 
     ``operator``, and its name in print. The equivariant loss uses ``transform`` (``rng`` draws them) and, with
     ``pairs`` (super-resolution only), adds the downscaled pairs of :class:`~deepinv_meta.losses.DownscaledPairsLoss`,
     which help on measurements of 48x48 pixels and hurt on 32x32 ones (docs/notes.rst)."""
-    if loss != "equivariant" and (transform != "shift" or pairs):
-        raise ValueError(f"--transform and --pairs only apply to --loss equivariant (got --loss {loss}).")
+    for given, option in ((transform != "shift", f"--transform {transform}"), (pairs, "--pairs")):
+        if given and loss != "equivariant":
+            raise ValueError(f"{option} only applies to --loss equivariant (got --loss {loss}).")
     if pairs and operator.name != "sr":
         raise ValueError(f"--pairs needs an operator that exists at every scale (sr), not {operator.name}; drop it.")
     if loss != "equivariant":

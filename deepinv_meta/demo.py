@@ -4,7 +4,10 @@ Everything runs offline on scikit-image's bundled images. A zoo MetaPDNet (``met
 ``--model meta-prior-unsupervised`` for the other; both meta-trained by the project's campaign on BSD400
 patches over denoising, TV-estimation, deblurring and inpainting) is adapted to x2 super-resolution with the
 equivariant loss (measurement consistency plus shift-equivariant imaging, plus the zero-shot pairs of each
-measurement and its own downscaled copy), on low-resolution images alone: the 3 test measurements and those of the 11 other bundled images, whose ground truth is never used. It is compared
+measurement and its own downscaled copy), on low-resolution images alone: the 3 test measurements and those of
+the 11 other bundled images, whose ground truth is never used; the networks reconstruct from the
+border-replicated measurements. The recipe was chosen on BSD68 crops, not on these images (docs/notes.rst). It
+is compared
 with bicubic upsampling, TGV and DPIR (their parameters tuned on 3 of the other images, with their ground
 truth: what a baseline needs), the same network from random initialisation adapted the same way, and, on
 request, the paper's plain unsupervised loss. ``--train-minutes M`` meta-trains a small model from scratch

@@ -92,8 +92,8 @@ def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-pr
                     inner: InnerLoop | None = None, loss: str = "equivariant", pairs: bool = False,
                     options: RunOptions | None = None) -> list[dict]:
     """Reconstruct every measurement file into ``out``, adapting ``model`` with ``inner`` (default
-    ``InnerLoop(steps=30, lr=1e-3)``) and ``loss`` (with ``pairs``: :func:`~deepinv_meta.commands.adaptation_objective`);
-    returns ``[{file, output, residual}]``."""
+    ``InnerLoop(steps=30, lr=1e-3)``) and ``loss`` (with ``pairs``:
+    :func:`~deepinv_meta.commands.adaptation_objective`); returns ``[{file, output, residual}]``."""
     from .models import TestTimeOptimizer, VariationalReconstructor
 
     inner = InnerLoop(steps=30, lr=1e-3) if inner is None else inner
@@ -133,8 +133,8 @@ def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-pr
                   "(no adaptation)", flush=True)
             reconstructor = base.eval()
         else:
-            print(f"adapting {model} to {len(members)} measurement(s) of shape {tuple(shape[1:])}: {inner.steps} {label} "
-                  "steps, no ground truth", flush=True)
+            print(f"adapting {model} to {len(members)} measurement(s) of shape {tuple(shape[1:])}: {inner.steps} "
+                  f"{label} steps, no ground truth", flush=True)
             reconstructor = finetune(base, forward, y, inner=inner, loss=objective, chunk_size=options.chunk_size,
                                      progress=options.progress)
             if physics == "sr":  # from the border-replicated measurement, as bicubic treats borders (docs/notes.rst)

@@ -227,7 +227,7 @@ def test_adaptation_objective_adds_downscaled_pairs_for_sr_only():
     assert adaptation_objective("unsupervised", sr)[0] == "unsupervised"
     with pytest.raises(ValueError, match="exists at every scale"):
         adaptation_objective("equivariant", mri, pairs=True)
-    with pytest.raises(ValueError, match="only apply to --loss equivariant"):
+    with pytest.raises(ValueError, match="--pairs only applies to --loss equivariant"):
         adaptation_objective("supervised", sr, pairs=True)
 
 
