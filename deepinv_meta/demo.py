@@ -94,7 +94,8 @@ def run_demo(*, model: str = ZOO_MODEL, train_minutes: float | None = None, step
 
     def add(method: str, reconstructor, **extra):
         values = psnr_per_image(reconstructor, physics, y, x)
-        rows.append({"method": method, "psnr": values.mean().item(), "psnr_std": values.std().item(), **extra})
+        rows.append({"method": method, "psnr": values.mean().item(), "psnr_std": values.std().item(),
+                     "psnr_per_image": dict(zip(EMBEDDED_TEST, values.tolist())), **extra})
         with torch.no_grad():
             images[method] = reconstructor(y, physics)
         print(f"  {method:54s} {rows[-1]['psnr']:6.2f} dB", flush=True)

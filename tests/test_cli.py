@@ -24,6 +24,8 @@ def test_demo_adapts_the_zoo_model_and_writes_the_table_json_and_figure(tmp_path
             "meta-model + 2 unsupervised steps (paper's loss)",
             "meta-model + 2 equivariant steps without pairs (no GT)"} <= set(rows)
     assert all(value > 5 for value in rows.values())
+    first = json.loads(out.read_text())[0]
+    assert set(first["psnr_per_image"]) == {"camera", "astronaut", "coffee"}
     assert "| method" in done.stdout and "zoo 'meta-prior-supervised'" in done.stdout
     assert "downscaled pairs" in done.stdout  # the loss the table's adaptation used
     assert figure.stat().st_size > 10_000
