@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--train-minutes", type=positive(float), default=None,
                       help="meta-train a small model from scratch for M minutes instead of loading the zoo")
     demo.add_argument("--figure", default=None, metavar="PNG", help="write the reconstructions to this PNG")
-    demo.add_argument("--json", default=None, metavar="FILE", help="write the rows {method, psnr, psnr_std, psnr_per_image} to this JSON file")
+    demo.add_argument("--json", default=None, metavar="FILE",
+                      help="write the rows {method, psnr, psnr_std, psnr_per_image} to this JSON file")
     demo.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     demo.add_argument("--seed", type=int, default=0)
     add_train_parser(commands)

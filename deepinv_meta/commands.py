@@ -236,11 +236,11 @@ def run_finetune(model_path, out, *, operator: OperatorSpec, images: Images | No
     images = Images(size=64, count=32) if images is None else images
     inner = InnerLoop(steps=50, lr=1e-3) if inner is None else inner
     options = options or RunOptions()
+    device = options.torch_device()
     objective, label = adaptation_objective(loss, operator, transform=transform, pairs=pairs,
-                                            rng=torch.Generator(options.torch_device()).manual_seed(options.seed + 1))
+                                            rng=torch.Generator(device).manual_seed(options.seed + 1))
     if operator.channels != (3 if images.color else 1):
         raise ValueError(f"the operator is for {operator.channels}-channel images but images.color is {images.color}.")
-    device = options.torch_device()
     check_output(out, MODEL, inputs=[model_path], force=options.force)
     model, metadata = load_model(model_path, return_metadata=True)
     model = model.to(device)
