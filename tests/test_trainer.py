@@ -314,16 +314,13 @@ def test_implicit_meta_gradients_train_a_metapdnet_and_resume(small_tasks, tmp_p
 
 def test_two_processes_train_exactly_like_one(small_tasks, tmp_path):
     """torch.distributed (gloo, 2 CPU processes): tasks split over ranks, meta-gradients summed."""
-    import torch.multiprocessing as mp
+    from helpers import spawn_training
 
-    from helpers import distributed_training_worker
-
-    mp.spawn(distributed_training_worker, args=(2, str(tmp_path / "init"), str(tmp_path), 3), nprocs=2, join=True)
+    ranks = spawn_training(tmp_path, steps=3)
     torch.manual_seed(100)  # rank 0's initialisation, trained in one process
     single = MetaTrainer(MetaPDNet(depth=3, channels=6), small_tasks, inner_loss="unsupervised", inner_steps=2,
                          batch_size=2, progress=False, device="cpu")
     single.train(steps=3)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for name, expected in single.model.state_dict().items():
         for result in ranks:
             torch.testing.assert_close(result["state"][name], expected, rtol=1e-5, atol=1e-7)
@@ -335,15 +332,12 @@ def test_two_processes_train_exactly_like_one(small_tasks, tmp_path):
 
 
 def test_a_non_finite_loss_in_one_process_skips_the_step_in_all(tmp_path):
-    import torch.multiprocessing as mp
+    from helpers import spawn_training
 
-    from helpers import distributed_training_worker
-
-    mp.spawn(distributed_training_worker, args=(2, str(tmp_path / "init"), str(tmp_path), 1, 1), nprocs=2, join=True)
+    results = spawn_training(tmp_path, steps=1, poison_task=1)
     torch.manual_seed(100)
     initial = MetaPDNet(depth=3, channels=6).state_dict()
-    for rank in (0, 1):  # task 1 (NaN) ran on rank 1 only; both skipped and kept rank 0's initial weights
-        result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+    for result in results:  # task 1 (NaN) ran on rank 1 only; both skipped and kept rank 0's initial weights
         assert result["history"][0]["skipped"]
         for name, value in initial.items():
             assert torch.equal(result["state"][name], value)
