@@ -263,10 +263,17 @@ class BorderPadded(dinv.models.Reconstructor):
     :class:`Bicubic`), reconstructs it with ``model`` and the operator built for the extended image, and crops
     the image back to the measurement's own size.
 
+    With ``self_ensemble=True`` it averages the reconstructions of the 8 flips and transposes of the measurement,
+    each mapped back (the geometric self-ensemble of Timofte et al., 2016). A flip moves decimation's samples
+    from the first pixel of each block of :math:`f` to the last one: the flipped measurement is the decimation
+    of the flipped image shifted by :math:`f - 1` pixels, so its reconstruction is cropped :math:`f - 1` pixels
+    earlier, which keeps every sample where it was measured.
+
     :param model: a reconstructor ``model(y, physics)`` (its ``physics`` argument here is ignored: the operator is
         rebuilt for the extended size).
     :param OperatorSpec operator: the ``sr`` operator (a factor, no mask) that produced the measurements.
     :param int pad: low-resolution pixels added on each side.
+    :param bool self_ensemble: average over the 8 flips and transposes (8 reconstructions instead of 1).
 
     :Examples:
 
@@ -277,21 +284,38 @@ class BorderPadded(dinv.models.Reconstructor):
     >>> y = physics(torch.rand(1, 1, 8, 8))
     >>> torch.equal(BorderPadded(Adjoint(), sr)(y, physics), Adjoint()(y, physics))  # zero-filling: same crop
     True
+    >>> torch.allclose(BorderPadded(Adjoint(), sr, self_ensemble=True)(y, physics), Adjoint()(y, physics))
+    True
     """
 
-    def __init__(self, model, operator: "OperatorSpec", pad: int = 1):
+    def __init__(self, model, operator: "OperatorSpec", pad: int = 1, self_ensemble: bool = False):
         super().__init__()
         if operator.name != "sr":
             raise ValueError(f"BorderPadded extends super-resolution measurements; got the operator {operator.name}.")
         if pad < 1:
             raise ValueError(f"pad must be a positive number of pixels, got {pad!r}.")
-        self.model, self.operator, self.pad = model, operator, pad
+        self.model, self.operator, self.pad, self.self_ensemble = model, operator, pad, self_ensemble
 
     def forward(self, y, physics=None, **kwargs):
+        if not self.self_ensemble:
+            return self._reconstruct(y, flipped=())
+        total = 0
+        for transpose in (False, True):
+            y_t = y.transpose(-1, -2) if transpose else y
+            for flipped in ((), (-1,), (-2,), (-2, -1)):
+                x = self._reconstruct(y_t.flip(flipped) if flipped else y_t, flipped)
+                x = x.flip(flipped) if flipped else x
+                total = total + (x.transpose(-1, -2) if transpose else x)
+        return total / 8
+
+    def _reconstruct(self, y, flipped: tuple):
+        """The reconstruction of ``y`` (flipped along the dimensions ``flipped``) on its own sampling grid."""
         extended = torch.nn.functional.pad(y, (self.pad,) * 4, mode="replicate")
         x = self.model(extended, self.operator.build(self.operator.image_size(extended.shape), y.device))
-        margin = self.pad * self.operator.params["factor"]
-        return x[..., margin:-margin, margin:-margin]
+        factor = self.operator.params["factor"]
+        size = [n * factor for n in y.shape[-2:]]
+        start = [self.pad * factor - (factor - 1 if dim in flipped else 0) for dim in (-2, -1)]
+        return x[..., start[0]:start[0] + size[0], start[1]:start[1] + size[1]]
 
 
 def to_physics_input(x: torch.Tensor, complex_physics: bool) -> torch.Tensor:

@@ -249,3 +249,27 @@ def test_border_padded_reconstruction_crops_back_and_refuses_other_operators():
     torch.testing.assert_close(physics.A(x_hat), y, rtol=0, atol=1e-5)  # the crop keeps the samples where they were
     with pytest.raises(ValueError, match="super-resolution"):
         BorderPadded(model, OperatorSpec.named("mri"))
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_self_ensemble_keeps_every_sample_in_place_and_is_transpose_equivariant(factor):
+    from deepinv_meta.physics import Adjoint, Bicubic, BorderPadded, OperatorSpec
+
+    sr = OperatorSpec.named("sr", factor=factor)
+    physics = sr.build((6 * factor, 4 * factor))
+    y = physics(torch.rand(2, 1, 6 * factor, 4 * factor, generator=torch.Generator().manual_seed(0)))
+    # zero-filling is the same from every flip only if each one is cropped on its own sampling grid
+    torch.testing.assert_close(BorderPadded(Adjoint(), sr, self_ensemble=True)(y, physics), Adjoint()(y, physics),
+                               rtol=0, atol=1e-6)  # (the mean of 8 equal values, rounded)
+    x_hat = BorderPadded(Bicubic(factor), sr, self_ensemble=True)(y, physics)
+    torch.testing.assert_close(physics.A(x_hat), y, rtol=0, atol=1e-5)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 1, 3, padding=1)  # not equivariant to flips or transposes
+
+    def model(y, physics):
+        return conv(physics.A_adjoint(y))
+
+    ensemble = BorderPadded(model, sr, self_ensemble=True)
+    with torch.no_grad():
+        torch.testing.assert_close(ensemble(y.transpose(-1, -2)), ensemble(y).transpose(-1, -2))
+        assert not torch.allclose(BorderPadded(model, sr)(y.transpose(-1, -2)), BorderPadded(model, sr)(y).transpose(-1, -2))

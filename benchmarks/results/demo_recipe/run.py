@@ -4,12 +4,15 @@ The demo adapts a zoo MetaPDNet without ground truth on 14 low-resolution 96x96 
 unlabelled), 100 Adam steps of 4 at lr 1e-3. The same structure is rebuilt here from BSD68 (disjoint from the
 demo's scikit-image images and from the BSD400 training set): folds of 14 centre crops, each adapted on its 14
 measurements alone and scored on all 14 (the adaptation treats them alike), every 25 steps, each reconstruction
-as it is and from the border-replicated measurement (physics.BorderPadded, pad 1). One thread.
+as it is, from the border-replicated measurement (physics.BorderPadded, pad 1) and, the same, averaged over the
+8 flips and transposes (self_ensemble=True). One thread.
 
 output_losses.txt / results_losses.json: the first round, which chose the loss (the script at commit 0d9a02e,
-plain reconstructions only, with the scale transform); output.txt / results.json: this script.
+plain reconstructions only, with the scale transform); output.txt / results.json: this script at commit cb4785a
+(session-start zoo, no self-ensemble); output_ensemble.txt / results_ensemble.json: this script, --tag=ensemble.
 
     DEEPINV_META_DATA=../shared/data python benchmarks/results/demo_recipe/run.py [MODEL...] [VARIANT...] [FOLD...]
+        [--tag=NAME]   (writes results_NAME.json instead of results.json)
 
 (no argument: every model, the main variants, every fold; the exploration variants run when named).
 """
@@ -57,6 +60,7 @@ args = sys.argv[1:]
 models = [m for m in MODELS if m in args] or list(MODELS)
 variants = {k: v for k, v in {**VARIANTS, **EXPLORATION}.items() if k in args} or VARIANTS
 folds = [int(a) for a in args if a.isdigit()] or list(range(FOLDS))
+tag = next((a.split("=", 1)[1] for a in args if a.startswith("--tag=")), None)
 
 images = load_image_folder(data_root() / "images" / "bsd68", grey=True, limit=FOLDS * PER_FOLD)
 x_all = torch.stack([center_crop(im, SIZE) for im in images])
@@ -79,12 +83,13 @@ for name in models:
         for fold in folds:
             x = x_all[fold * PER_FOLD:(fold + 1) * PER_FOLD]
             y = physics(x)
-            curve, padded = {}, {}
+            curve, padded, ensemble = {}, {}, {}
 
             def score(k, current):
                 if k % EVERY == 0:
                     curve[k] = psnr_per_image(current, physics, y, x).mean().item()
                     padded[k] = psnr_per_image(BorderPadded(current, SR), physics, y, x).mean().item()
+                    ensemble[k] = psnr_per_image(BorderPadded(current, SR, self_ensemble=True), physics, y, x).mean().item()
 
             score(0, meta)
 
@@ -92,16 +97,18 @@ for name in models:
             finetune(meta, physics, y, inner=InnerLoop(steps=STEPS, lr=lr), loss=objective(transform, pairs_weight),
                      batch_size=BATCH, seed=0, on_step=score)
             results["runs"].append(dict(model=name, variant=variant, fold=fold, curve=curve, border_padded=padded,
+                                        self_ensemble=ensemble,
                                         seconds=time.perf_counter() - start))
-            print(f"{name} | {variant} | fold {fold} | gain at step (as it is / border-padded) " + " ".join(
-                f"{k}: {v - results['bicubic'][fold]:+.2f}/{padded[k] - results['bicubic'][fold]:+.2f}"
-                for k, v in curve.items()) + f" | {time.perf_counter() - start:.0f} s", flush=True)
-    Path(__file__).with_name("results.json").write_text(json.dumps(results, indent=1))
+            print(f"{name} | {variant} | fold {fold} | gain at step (as it is / border-padded / + self-ensemble) "
+                  + " ".join(f"{k}: {v - results['bicubic'][fold]:+.2f}/{padded[k] - results['bicubic'][fold]:+.2f}/"
+                             f"{ensemble[k] - results['bicubic'][fold]:+.2f}" for k, v in curve.items()) + f" | {time.perf_counter() - start:.0f} s", flush=True)
+    Path(__file__).with_name(f"results_{tag}.json" if tag else "results.json").write_text(json.dumps(results, indent=1))
 
 print("\nsummary: gain over bicubic after", STEPS, "steps, mean over folds (dB)")
 for name in models:
     for variant in variants:
-        for key, how in (("curve", "as it is"), ("border_padded", "border-padded")):
+        for key, how in (("curve", "as it is"), ("border_padded", "border-padded"),
+                         ("self_ensemble", "+ self-ensemble")):
             gains = [r[key][STEPS] - results["bicubic"][r["fold"]] for r in results["runs"]
                      if r["model"] == name and r["variant"] == variant]
             print(f"  {name:24s} {variant:40s} {how:14s} {sum(gains) / len(gains):+.2f}  (folds: "
