@@ -306,3 +306,27 @@ def test_scale_equivariant_finetuning_leaves_plain_weights(transform):
                                batch_size=2, return_losses=True)
     assert all(type(p.data) is torch.Tensor for p in adapted.parameters())
     assert all(math.isfinite(v) for v in losses) and adapted(y, physics).shape == (4, 1, 16, 16)
+
+
+def test_cosine_schedule_takes_each_step_at_its_own_learning_rate():
+    from deepinv_meta.bilevel import InnerLoop
+
+    torch.manual_seed(0)
+    model, x = torch.nn.Linear(3, 3), torch.randn(5, 3)
+    inner = InnerLoop(steps=3, lr=0.2, optimizer="sgd", schedule="cosine")
+    result = inner.run(model, lambda f, k: ((f(x) - x) ** 2).mean(), steps=4, track_meta_grad=False)
+    manual = torch.nn.Linear(3, 3)
+    manual.load_state_dict(model.state_dict())
+    for k in range(4):  # the schedule spans the run's own length (4), not the configured one (3)
+        manual.zero_grad()
+        ((manual(x) - x) ** 2).mean().backward()
+        with torch.no_grad():
+            for p in manual.parameters():
+                p -= 0.1 * (1 + math.cos(math.pi * k / 4)) * p.grad
+    for fast, expected in zip(result.params, manual.parameters()):
+        torch.testing.assert_close(fast, expected)
+    assert inner.step_lrs() == pytest.approx([0.2, 0.15, 0.05])
+    with pytest.raises(ValueError, match="fixed learning rate"):
+        InnerLoop(steps=3, schedule="cosine", learn_lr=True)
+    with pytest.raises(ValueError, match="'constant' or 'cosine'"):
+        InnerLoop(steps=3, schedule="linear")

@@ -110,6 +110,10 @@ class InnerLoop(nn.Module):
     :param bool repeat_last: allow runs longer than ``steps`` with learned settings, reusing the last
         learned ones for the extra steps (e.g. MetaDIP: 20 steps meta-trained, 50 at test time).
     :param dict optimizer_kwargs: extra arguments of the torch optimizer (``betas``, ``momentum``...).
+    :param str schedule: ``"constant"`` (``lr`` at every step) or ``"cosine"``: step :math:`k` of a run of
+        :math:`n` uses :math:`\frac{\alpha}{2}(1 + \cos(\pi k / n))`, from ``lr`` down to almost 0, so a
+        run with noisy mini-batches ends on small steps instead of wherever its last large one landed. Fixed
+        learning rates only (learned ones have their own per-step values).
 
     :Examples:
 
@@ -139,6 +143,7 @@ class InnerLoop(nn.Module):
         cg_steps: int = 10,
         repeat_last: bool = False,
         optimizer_kwargs: dict | None = None,
+        schedule: str = "constant",
     ):
         super().__init__()
         if not isinstance(steps, int) or steps < 0:
@@ -162,6 +167,11 @@ class InnerLoop(nn.Module):
         if not isinstance(cg_steps, int) or cg_steps < 1:
             raise ValueError(f"cg_steps must be a positive integer, got {cg_steps!r}.")
         check_optimizer_name(optimizer)
+        if schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}.")
+        if schedule != "constant" and learn_lr:
+            raise ValueError(f"schedule={schedule!r} applies to a fixed learning rate; learned ones (learn_lr) "
+                             "have their own value at each step.")
         if learn_momentum and optimizer != "sgd":
             raise ValueError(f"learn_momentum=True needs optimizer='sgd' (got {optimizer!r}).")
         self.steps = steps
@@ -175,6 +185,7 @@ class InnerLoop(nn.Module):
         self.learn_momentum = learn_momentum
         self.repeat_last = repeat_last
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
+        self.schedule = schedule
         n = max(steps, 1)
         if self.learn_lr == "per_step":
             self.log_lr = nn.Parameter(torch.full((n,), math.log(lr)))
@@ -194,7 +205,7 @@ class InnerLoop(nn.Module):
         return (
             f"steps={self.steps}, lr={self.lr}, optimizer={self.optimizer!r}, lam={self.lam}, "
             f"first_order={self.first_order}, implicit={self.implicit}, learn_lr={self.learn_lr}, "
-            f"learn_momentum={self.learn_momentum}"
+            f"learn_momentum={self.learn_momentum}" + (f", schedule={self.schedule!r}" if self.schedule != "constant" else "")
         )
 
     def step_lrs(self) -> list[float]:
@@ -204,7 +215,13 @@ class InnerLoop(nn.Module):
         if self.learn_lr == "per_parameter":
             lrs = torch.cat([p.detach().exp().flatten(1) for p in self.log_lr], dim=1)
             return lrs.mean(dim=1).tolist()
-        return [self.lr] * self.steps
+        return [self._scheduled_lr(k, self.steps) for k in range(self.steps)]
+
+    def _scheduled_lr(self, k: int, steps: int) -> float:
+        """The fixed learning rate of step ``k`` of a run of ``steps``."""
+        if self.schedule == "cosine":
+            return 0.5 * self.lr * (1 + math.cos(math.pi * k / steps))
+        return self.lr
 
     def step_momenta(self) -> list[float]:
         """The SGD momentum used at each inner step."""
@@ -220,9 +237,12 @@ class InnerLoop(nn.Module):
             return len(self.log_lr[0])
         return self.momentum_logit.numel() if self.learn_momentum else None
 
-    def _override(self, k: int) -> dict | None:
-        """higher's ``override`` of inner step ``k``: the learned settings, one entry per param group."""
+    def _override(self, k: int, steps: int) -> dict | None:
+        """higher's ``override`` of inner step ``k`` of ``steps``: the learned or scheduled settings, one entry per
+        param group."""
         override = {}
+        if self.schedule != "constant":
+            override["lr"] = [self._scheduled_lr(k, steps)]
         learned = self._learned_steps()
         if learned is not None and self.repeat_last:
             k = min(k, learned - 1)
@@ -301,7 +321,7 @@ class InnerLoop(nn.Module):
                     if self.lam > 0:
                         reg = proximal_penalty(fmodel.fast_params, meta_params, self.lam)
                         loss = loss + reg
-                    diffopt.step(loss, override=self._override(k),
+                    diffopt.step(loss, override=self._override(k, steps),
                                  grad_callback=None if parts is None else parts.add_to)
                     losses.append(loss.item() + (0.0 if parts is None else parts.value))
                     if callback is not None:
