@@ -6,8 +6,8 @@ patches over denoising, TV-estimation, deblurring and inpainting) is adapted to 
 equivariant loss (measurement consistency plus shift-equivariant imaging, plus the zero-shot pairs of each
 measurement and its own downscaled copy), on low-resolution images alone: the 3 test measurements and those of
 the 11 other bundled images, whose ground truth is never used; the networks reconstruct from the
-border-replicated measurements. The recipe was chosen on BSD68 crops, not on these images (docs/notes.rst). It
-is compared
+border-replicated measurements, averaged over their 8 flips and transposes (the geometric self-ensemble). The
+recipe was chosen on BSD68 crops, not on these images (docs/notes.rst). It is compared
 with bicubic upsampling, TGV and DPIR (their parameters tuned on 3 of the other images, with their ground
 truth: what a baseline needs), the same network from random initialisation adapted the same way, and, on
 request, the paper's plain unsupervised loss. ``--train-minutes M`` meta-trains a small model from scratch
@@ -109,14 +109,15 @@ def run_demo(*, model: str = ZOO_MODEL, train_minutes: float | None = None, step
         build = baseline_builder("dpir", denoiser=denoiser, init=Bicubic(factor))
         params, _, _ = grid_search(build, BASELINE_GRIDS["dpir"], physics, tune_y, tune_x)
         add("DPIR, FFDNet (tuned on other images)", build(**params), **params)
-    # the networks reconstruct from the border-replicated measurement (the border rule of bicubic; docs/notes.rst)
-    add("meta-model, no adaptation", BorderPadded(meta, spec))
+    # the networks reconstruct from the border-replicated measurement (the border rule of bicubic), with the
+    # self-ensemble (docs/notes.rst)
+    add("meta-model, no adaptation", BorderPadded(meta, spec, self_ensemble=True))
     inner = InnerLoop(steps=steps, lr=1e-3)
 
     def adapt(model, loss="equivariant", pairs=True):
         objective, _ = adaptation_objective(loss, spec, pairs=pairs, rng=torch.Generator(device).manual_seed(seed + 1))
         return BorderPadded(finetune(model, physics, adapt_y, inner=inner, loss=objective, batch_size=ADAPT_BATCH,
-                                     seed=seed, progress=True), spec)
+                                     seed=seed, progress=True), spec, self_ensemble=True)
 
     add(f"meta-model + {steps} equivariant steps (no GT)", adapt(meta))
     if without_pairs:  # what the downscaled pairs add

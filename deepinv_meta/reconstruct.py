@@ -90,10 +90,11 @@ def physics_for(y: torch.Tensor, operator: OperatorSpec, mask: torch.Tensor | No
 
 def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-prior-unsupervised", mask=None,
                     inner: InnerLoop | None = None, loss: str = "equivariant", pairs: bool = False,
-                    options: RunOptions | None = None) -> list[dict]:
+                    self_ensemble: bool = False, options: RunOptions | None = None) -> list[dict]:
     """Reconstruct every measurement file into ``out``, adapting ``model`` with ``inner`` (default
     ``InnerLoop(steps=30, lr=1e-3)``) and ``loss`` (with ``pairs``:
-    :func:`~deepinv_meta.commands.adaptation_objective`); returns ``[{file, output, residual}]``."""
+    :func:`~deepinv_meta.commands.adaptation_objective`), for ``sr`` with the ``self_ensemble`` of
+    :class:`~deepinv_meta.physics.BorderPadded` if asked; returns ``[{file, output, residual}]``."""
     from .models import TestTimeOptimizer, VariationalReconstructor
 
     inner = InnerLoop(steps=30, lr=1e-3) if inner is None else inner
@@ -103,6 +104,8 @@ def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-pr
     if physics not in OPERATORS:
         raise ValueError(f"reconstruct takes --physics {' | '.join(OPERATORS)}, got {physics!r}.")
     objective, label = adaptation_objective(loss, operator, pairs=pairs)
+    if self_ensemble and physics != "sr":
+        raise ValueError(f"--self-ensemble applies to --physics sr (the flips of a decimation); got {physics}.")
     paths = [Path(p) for p in measurements]
     out = Path(out)
     if out.is_file():
@@ -138,7 +141,7 @@ def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-pr
             reconstructor = finetune(base, forward, y, inner=inner, loss=objective, chunk_size=options.chunk_size,
                                      progress=options.progress)
             if physics == "sr":  # from the border-replicated measurement, as bicubic treats borders (docs/notes.rst)
-                reconstructor = BorderPadded(reconstructor, operator)
+                reconstructor = BorderPadded(reconstructor, operator, self_ensemble=self_ensemble)
         with torch.no_grad():
             x_hat = torch.cat([reconstructor(y[i:i + 1], forward) for i in range(len(members))])
             residual = [(torch.linalg.vector_norm(forward.A(x_hat[i:i + 1]) - y[i:i + 1])

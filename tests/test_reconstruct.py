@@ -28,7 +28,8 @@ def test_super_resolution_of_png_files(tmp_path):
     y = build_physics("sr", (32, 32), factor=2)(x)
     files = [png(tmp_path / f"low{i}.png", y[i]) for i in range(2)]
     before = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
-    code, out, err = run(*files, "--physics", "sr", "--factor", "2", "--out", tmp_path / "rec", "--steps", "2")
+    code, out, err = run(*files, "--physics", "sr", "--factor", "2", "--out", tmp_path / "rec", "--steps", "2",
+                         "--self-ensemble")
     assert code == 0, err
     for f, h in zip(files, before):
         result = Image.open(tmp_path / "rec" / f"{f.stem}_reconstruction.png")
@@ -58,6 +59,8 @@ def test_a_measurement_that_does_not_fit_the_operator_is_refused(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((3, 4, 4)))
     code, _, err = run(tmp_path / "bad.npy", "--physics", "mri", "--out", tmp_path / "rec")
     assert code == 2 and "expected (H, W) complex or (2, H, W)" in err and "Traceback" not in err
+    code, _, err = run(image, "--physics", "denoising", "--self-ensemble", "--out", tmp_path / "rec")
+    assert code == 2 and "--self-ensemble applies to --physics sr" in err
 
 
 def test_inputs_are_never_overwritten(tmp_path):
