@@ -10,7 +10,7 @@ import deepinv as dinv
 import pytest
 import torch
 
-from deepinv_meta import MetaPDNet, MetaTrainer, NonFiniteLossError, load
+from deepinv_meta import MetaPDNet, MetaTrainer, NonFiniteLossError, finetune, load
 from deepinv_meta.io import safe_load
 
 
@@ -388,3 +388,31 @@ def test_supervised_trainer_refuses_inner_loop_settings(small_tasks):
     for settings in (dict(inner=InnerLoop(steps=1)), dict(inner_loss="unsupervised"), dict(lam=0.1)):
         with pytest.raises(TypeError, match="no inner loop"):
             SupervisedTrainer(MetaPDNet(depth=2, channels=4), small_tasks, **settings)
+
+
+def test_metapdnet_steps_run_on_native_convolutions_with_the_same_result(small_tasks, monkeypatch):
+    """oneDNN off inside the outer step and fine-tuning (MetaPDNet prefers the native kernels), restored after;
+    the same weights as with oneDNN, to rounding."""
+    seen = []
+    forward = MetaPDNet.forward
+
+    def recording(self, *args, **kwargs):
+        seen.append(torch.backends.mkldnn.enabled)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(MetaPDNet, "forward", recording)
+    native = make_trainer(small_tasks)
+    native.train(steps=1)
+    assert seen and not any(seen) and torch.backends.mkldnn.enabled == torch.backends.mkldnn.is_available()
+    monkeypatch.setattr(MetaPDNet, "prefers_native_convolutions", False)
+    seen.clear()
+    onednn = make_trainer(small_tasks)
+    onednn.train(steps=1)
+    assert all(seen) == torch.backends.mkldnn.is_available()
+    for a, b in zip(native.model.parameters(), onednn.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    monkeypatch.setattr(MetaPDNet, "prefers_native_convolutions", True)
+    seen.clear()
+    episode = small_tasks[2].episode(2, seed=0)
+    finetune(native.model, episode.physics, episode.y_train, steps=1)
+    assert seen and not any(seen)

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..losses import check_loss_name, data_loss, loss_label
 from ..progress import Progress
+from .backends import convolution_backend
 from .inner import DataTermInParts, InnerLoop, legacy_inner_loop
 
 
@@ -130,7 +131,8 @@ def finetune(
         if on_step is not None:
             on_step(k + 1, current["model"])
 
-    result = inner.run(adapted, batch_loss, steps=steps, track_meta_grad=False, callback=after_step)
+    with convolution_backend(model):
+        result = inner.run(adapted, batch_loss, steps=steps, track_meta_grad=False, callback=after_step)
     bar.close()
     if result.params is not None:  # None: zero steps, nothing to copy
         with torch.no_grad():

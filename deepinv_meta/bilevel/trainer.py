@@ -21,6 +21,7 @@ from torch import nn
 from ..io import FileLock, atomic_save, remove_stale_temporaries, safe_load, weights_checksum
 from ..progress import Progress
 from ..losses import check_loss_name, data_loss, loss_label, outer_loss_function, supervised_loss
+from .backends import convolution_backend
 from .inner import InnerLoop, NonFiniteLossError, check_finite, legacy_inner_loop, settings_object
 from .selection import KeepBest
 
@@ -292,18 +293,19 @@ class MetaTrainer:
         record = {"step": self.step + 1, "tasks": {}, "inner_first": {}, "inner_last": {}}
         error = None
         try:
-            for i, task in enumerate(self.tasks):
-                if i % self.world_size != self.rank:  # another process's task
-                    continue
-                episode = task.episode(self.batch_size, seed=self.episode_seed(self.step, i))
-                result = self.adapt(episode)
-                outer = self._outer_loss_fn(result(episode.y_test, episode.physics), episode.target_test)
-                check_finite(outer, f"outer loss of task {task.name!r}")
-                (outer / len(self.tasks)).backward()
-                record["tasks"][task.name] = outer.item()
-                if result.losses:
-                    record["inner_first"][task.name] = result.losses[0]
-                    record["inner_last"][task.name] = result.losses[-1]
+            with convolution_backend(self.model):  # the backward passes too
+                for i, task in enumerate(self.tasks):
+                    if i % self.world_size != self.rank:  # another process's task
+                        continue
+                    episode = task.episode(self.batch_size, seed=self.episode_seed(self.step, i))
+                    result = self.adapt(episode)
+                    outer = self._outer_loss_fn(result(episode.y_test, episode.physics), episode.target_test)
+                    check_finite(outer, f"outer loss of task {task.name!r}")
+                    (outer / len(self.tasks)).backward()
+                    record["tasks"][task.name] = outer.item()
+                    if result.losses:
+                        record["inner_first"][task.name] = result.losses[0]
+                        record["inner_last"][task.name] = result.losses[-1]
         except NonFiniteLossError as failure:
             error = failure
         if self.world_size > 1:

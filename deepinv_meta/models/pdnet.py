@@ -167,6 +167,9 @@ class MetaPDNet(FromPretrained, dinv.models.Reconstructor):
     torch.Size([1, 1, 32, 32])
     """
 
+    # its convolutions have one input or one output channel, where oneDNN is slower (bilevel.backends)
+    prefers_native_convolutions = True
+
     def __init__(
         self,
         depth: int = 20,

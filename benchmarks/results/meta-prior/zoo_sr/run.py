@@ -20,8 +20,8 @@ from deepinv_meta.data import data_root
 from deepinv_meta.models import MetaPDNet
 
 torch.set_num_threads(1)
-# the equivariant loss with the zero-shot pairs that finetune/reconstruct/demo add on sr (added at 8f2b591)
-PAIRS = adaptation_objective("equivariant", OperatorSpec.named("sr", factor=2))[0]
+# the equivariant loss with the zero-shot pairs (on by default at 8f2b591, where this script began; an option now)
+PAIRS = adaptation_objective("equivariant", OperatorSpec.named("sr", factor=2), pairs=True)[0]
 cfg = dict(FULL)
 root = data_root()
 data = load_data(root, cfg, "cpu")
