@@ -12,7 +12,7 @@ plain reconstructions only, with the scale transform); output.txt / results.json
 (session-start zoo, no self-ensemble); output_ensemble.txt / results_ensemble.json: this script, --tag=ensemble.
 
     DEEPINV_META_DATA=../shared/data python benchmarks/results/demo_recipe/run.py [MODEL...] [VARIANT...] [FOLD...]
-        [--tag=NAME]   (writes results_NAME.json instead of results.json)
+        [--tag=NAME]   (writes results_NAME.json instead of results.json) [--steps=N]  (default 100)
 
 (no argument: every model, the main variants, every fold; the exploration variants run when named).
 """
@@ -61,6 +61,7 @@ models = [m for m in MODELS if m in args] or list(MODELS)
 variants = {k: v for k, v in {**VARIANTS, **EXPLORATION}.items() if k in args} or VARIANTS
 folds = [int(a) for a in args if a.isdigit()] or list(range(FOLDS))
 tag = next((a.split("=", 1)[1] for a in args if a.startswith("--tag=")), None)
+STEPS = next((int(a.split("=", 1)[1]) for a in args if a.startswith("--steps=")), STEPS)
 
 images = load_image_folder(data_root() / "images" / "bsd68", grey=True, limit=FOLDS * PER_FOLD)
 x_all = torch.stack([center_crop(im, SIZE) for im in images])
