@@ -205,7 +205,7 @@ class InnerLoop(nn.Module):
         return (
             f"steps={self.steps}, lr={self.lr}, optimizer={self.optimizer!r}, lam={self.lam}, "
             f"first_order={self.first_order}, implicit={self.implicit}, learn_lr={self.learn_lr}, "
-            f"learn_momentum={self.learn_momentum}" + (f", schedule={self.schedule!r}" if self.schedule != "constant" else "")
+            f"learn_momentum={self.learn_momentum}, schedule={self.schedule!r}"
         )
 
     def step_lrs(self) -> list[float]:
