@@ -392,7 +392,8 @@ def test_supervised_trainer_refuses_inner_loop_settings(small_tasks):
 
 def test_metapdnet_steps_run_on_native_convolutions_with_the_same_result(small_tasks, monkeypatch):
     """oneDNN off inside the outer step and fine-tuning (MetaPDNet prefers the native kernels), restored after;
-    the same weights as with oneDNN, to rounding."""
+    the same meta-gradient as with oneDNN, to rounding (not the weights: Adam's first step is the sign of each
+    gradient entry, which rounding can flip where an entry is near 0)."""
     seen = []
     forward = MetaPDNet.forward
 
@@ -410,7 +411,7 @@ def test_metapdnet_steps_run_on_native_convolutions_with_the_same_result(small_t
     onednn.train(steps=1)
     assert all(seen) == torch.backends.mkldnn.is_available()
     for a, b in zip(native.model.parameters(), onednn.model.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        assert (a.grad - b.grad).abs().max() <= 1e-4 * a.grad.abs().max()
     monkeypatch.setattr(MetaPDNet, "prefers_native_convolutions", True)
     seen.clear()
     episode = small_tasks[2].episode(2, seed=0)
