@@ -17,6 +17,7 @@ Wherever an inner loss is asked for, deepinv's own losses may be given too (:fun
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -196,13 +197,11 @@ class DownscaledPairsLoss(dinv.loss.Loss):
 
     def __init__(self, operator_at, weight: float = 1.0):
         super().__init__()
-        self.operator_at, self.weight, self._operators = operator_at, weight, {}
+        self.operator_at = functools.lru_cache(maxsize=None)(operator_at)  # one operator per size and device
+        self.weight = weight
 
     def forward(self, y: torch.Tensor, model, **kwargs) -> torch.Tensor:
-        key = (tuple(y.shape[-2:]), y.device)
-        if key not in self._operators:
-            self._operators[key] = self.operator_at(*key)
-        smaller = self._operators[key]
+        smaller = self.operator_at(tuple(y.shape[-2:]), y.device)
         return self.weight * ((model(smaller.A(y), smaller) - y) ** 2).flatten(1).mean(1)
 
 

@@ -20,6 +20,7 @@ components are channels and time is the width of a one-pixel-high image, so that
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 
 import deepinv as dinv
@@ -295,6 +296,8 @@ class BorderPadded(dinv.models.Reconstructor):
         if pad < 1:
             raise ValueError(f"pad must be a positive number of pixels, got {pad!r}.")
         self.model, self.operator, self.pad, self.self_ensemble = model, operator, pad, self_ensemble
+        # one operator per extended size and device: a model's operator-norm cache is keyed on the physics object
+        self._operator_at = functools.lru_cache(maxsize=None)(operator.build)
 
     def forward(self, y, physics=None, **kwargs):
         if not self.self_ensemble:
@@ -311,7 +314,7 @@ class BorderPadded(dinv.models.Reconstructor):
     def _reconstruct(self, y, flipped: tuple):
         """The reconstruction of ``y`` (flipped along the dimensions ``flipped``) on its own sampling grid."""
         extended = torch.nn.functional.pad(y, (self.pad,) * 4, mode="replicate")
-        x = self.model(extended, self.operator.build(self.operator.image_size(extended.shape), y.device))
+        x = self.model(extended, self._operator_at(self.operator.image_size(extended.shape), y.device))
         factor = self.operator.params["factor"]
         size = [n * factor for n in y.shape[-2:]]
         start = [self.pad * factor - (factor - 1 if dim in flipped else 0) for dim in (-2, -1)]
