@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_reconstruct_parser(commands) -> None:
-    from .reconstruct import OPERATORS
+    from .reconstruct import DEFAULT_LR, DEFAULT_STEPS, OPERATORS
 
     rec = commands.add_parser(
         "reconstruct", help="reconstruct your own measurements (images or .npy k-space), no ground truth needed",
@@ -82,8 +82,8 @@ def add_reconstruct_parser(commands) -> None:
     rec.add_argument("--mask", default=None, metavar="FILE",
                      help="inpainting (required) / mri (optional): observed pixels / k-space samples, non-zero = "
                           "observed (an image or .npy of the measurement's size)")
-    rec.add_argument("--steps", type=STEPS, default=30, help="adaptation steps (default 30)")
-    rec.add_argument("--lr", type=LEARNING_RATE, default=1e-3, help="adaptation learning rate (default 1e-3)")
+    rec.add_argument("--steps", type=STEPS, default=None, help=f"adaptation steps (default {DEFAULT_STEPS})")
+    rec.add_argument("--lr", type=LEARNING_RATE, default=None, help=f"adaptation learning rate (default {DEFAULT_LR:g})")
     rec.add_argument("--loss", choices=("equivariant", "unsupervised"), default="equivariant",
                      help="adaptation loss without ground truth (default equivariant)")
     add_pairs_option(rec)
@@ -327,16 +327,19 @@ def dispatch(args) -> int:
 
         print(describe(args.name, verify=args.verify))
     elif args.command == "reconstruct":
-        from .reconstruct import run_reconstruct
+        from .reconstruct import DEFAULT_LR, DEFAULT_STEPS, run_reconstruct
 
         from .bilevel import InnerLoop
         from .commands import RunOptions
         from .physics import OperatorSpec
 
+        inner = None if args.steps is None and args.lr is None else InnerLoop(  # None: the model's own defaults
+            steps=DEFAULT_STEPS if args.steps is None else args.steps,
+            lr=DEFAULT_LR if args.lr is None else args.lr)
         params = {"factor": args.factor} if args.physics == "sr" else (
             {"blur_sigma": args.blur_sigma} if args.physics == "blur" else {})
         run_reconstruct(args.measurements, args.out, operator=OperatorSpec.named(args.physics, color=args.color, **params),
-                        model=args.model, mask=args.mask, inner=InnerLoop(steps=args.steps, lr=args.lr), loss=args.loss,
+                        model=args.model, mask=args.mask, inner=inner, loss=args.loss,
                         pairs=args.pairs, self_ensemble=args.self_ensemble,
                         options=RunOptions(device=args.device, force=args.force, chunk_size=args.chunk_size))
     else:

@@ -28,6 +28,7 @@ from .physics import BorderPadded, OperatorSpec, complex_magnitude
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 OPERATORS = ("sr", "denoising", "blur", "inpainting", "mri")
+DEFAULT_STEPS, DEFAULT_LR = 30, 1e-3  # the adaptation
 
 
 def read_measurement(path: Path, physics: str, color: bool) -> torch.Tensor:
@@ -92,12 +93,15 @@ def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-pr
                     inner: InnerLoop | None = None, loss: str = "equivariant", pairs: bool = False,
                     self_ensemble: bool = False, options: RunOptions | None = None) -> list[dict]:
     """Reconstruct every measurement file into ``out``, adapting ``model`` with ``inner`` (default
-    ``InnerLoop(steps=30, lr=1e-3)``) and ``loss`` (with ``pairs``:
+    ``InnerLoop(steps=30, lr=1e-3)``; refused, as ``pairs``, ``self_ensemble`` and another ``loss`` are, for
+    models that solve each measurement as they are) and ``loss`` (with ``pairs``:
     :func:`~deepinv_meta.commands.adaptation_objective`), for ``sr`` with the ``self_ensemble`` of
     :class:`~deepinv_meta.physics.BorderPadded` if asked; returns ``[{file, output, residual}]``."""
     from .models import TestTimeOptimizer, VariationalReconstructor
 
-    inner = InnerLoop(steps=30, lr=1e-3) if inner is None else inner
+    adaptation_asked = {"--steps/--lr": inner is not None, "--pairs": pairs, "--self-ensemble": self_ensemble,
+                        f"--loss {loss}": loss != "equivariant"}
+    inner = InnerLoop(steps=DEFAULT_STEPS, lr=DEFAULT_LR) if inner is None else inner
     options = options or RunOptions(device="cpu")
     device = options.torch_device()
     physics, color = operator.name, operator.channels == 3
@@ -121,6 +125,11 @@ def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-pr
     if physics != "mri" and channels is not None and any(y.shape[1] != channels for y in ys.values()):
         raise ValueError(f"{model} makes {channels}-channel images but the measurements have "
                          f"{next(iter(ys.values())).shape[1]}; " + ("add --color." if channels == 3 else "drop --color."))
+    solves_as_it_is = isinstance(base, (TestTimeOptimizer, VariationalReconstructor))
+    if solves_as_it_is and any(adaptation_asked.values()):  # options of the adaptation, which it does not run
+        raise ValueError(f"{model} fits or solves each measurement as it is, without adaptation; drop "
+                         f"{', '.join(k for k, asked in adaptation_asked.items() if asked)} (they set the adaptation "
+                         "of meta-prior networks).")
     groups: dict[tuple, list[Path]] = {}
     for path, y in ys.items():
         groups.setdefault(tuple(y.shape), []).append(path)
@@ -131,7 +140,7 @@ def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-pr
         y = torch.cat([ys[p] for p in members])
         scale = y.abs().amax().clamp_min(1e-8) if physics == "mri" else 1.0  # k-space of any scale, images in [0, 1]
         y = y / scale
-        if isinstance(base, (TestTimeOptimizer, VariationalReconstructor)):  # they solve each problem as they are
+        if solves_as_it_is:
             print(f"{model} reconstructs {len(members)} measurement(s) of shape {tuple(shape[1:])} as it is "
                   "(no adaptation)", flush=True)
             reconstructor = base.eval()

@@ -86,6 +86,9 @@ def test_a_learned_variational_solver_from_the_zoo_runs_as_it_is(tmp_path):
     mask = torch.ones(1, 28, 28)
     mask[:, 10:19, 10:19] = 0  # a 9x9 hole, as in the paper's MNIST task
     observed, mask_file = png(tmp_path / "digit.png", digit * mask), png(tmp_path / "mask.png", mask)
+    code, _, err = run(observed, "--physics", "inpainting", "--mask", mask_file, "--model", "variational-mnist",
+                       "--steps", "5", "--loss", "unsupervised", "--out", tmp_path / "rec")  # it would ignore them
+    assert code == 2 and "drop --steps/--lr, --loss unsupervised" in err
     code, out, err = run(observed, "--physics", "inpainting", "--mask", mask_file, "--model", "variational-mnist",
                          "--out", tmp_path / "rec")
     assert code == 0, err
