@@ -12,6 +12,7 @@ plain reconstructions only, with the scale transform); output.txt / results.json
 (session-start zoo, no self-ensemble); output_ensemble.txt / results_ensemble.json: this script, --tag=ensemble.
 
     DEEPINV_META_DATA=../shared/data python benchmarks/results/demo_recipe/run.py [MODEL...] [VARIANT...] [FOLD...]
+        (MODEL: a zoo name or a model file.pt)
         [--tag=NAME]   (writes results_NAME.json instead of results.json) [--steps=N]  (default 100)
 
 (no argument: every model, the main variants, every fold; the exploration variants run when named).
@@ -26,7 +27,7 @@ from pathlib import Path
 import deepinv as dinv
 import torch
 
-from deepinv_meta import MetaPDNet, pretrained
+from deepinv_meta import MetaPDNet, load, pretrained
 from deepinv_meta.baselines import psnr_per_image
 from deepinv_meta.bilevel import InnerLoop, finetune
 from deepinv_meta.data import center_crop, data_root, load_image_folder
@@ -57,7 +58,7 @@ def objective(transform, pairs_weight):
 
 
 args = sys.argv[1:]
-models = [m for m in MODELS if m in args] or list(MODELS)
+models = [m for m in args if m in MODELS or m.endswith(".pt")] or list(MODELS)  # zoo names or saved models
 variants = {k: v for k, v in {**VARIANTS, **EXPLORATION}.items() if k in args} or VARIANTS
 folds = [int(a) for a in args if a.isdigit()] or list(range(FOLDS))
 tag = next((a.split("=", 1)[1] for a in args if a.startswith("--tag=")), None)
@@ -77,8 +78,12 @@ for fold in range(FOLDS):
     results["bicubic"].append(psnr_per_image(Bicubic(2), physics, physics(x), x).mean().item())
 print("bicubic per fold (dB):", " ".join(f"{v:.2f}" for v in results["bicubic"]), flush=True)
 for name in models:
-    meta = MetaPDNet.from_pretrained(name)
-    results["zoo"][name] = pretrained.available()[name]["outer_steps"]
+    if name.endswith(".pt"):
+        meta, metadata = load(name, return_metadata=True)
+        results["zoo"][name] = metadata.get("outer_steps")
+    else:
+        meta = MetaPDNet.from_pretrained(name)
+        results["zoo"][name] = pretrained.available()[name]["outer_steps"]
     print(f"zoo {name}: {results['zoo'][name]} outer steps", flush=True)
     for variant, (transform, pairs_weight, lr) in variants.items():
         for fold in folds:
