@@ -74,8 +74,8 @@ class Setup:
 
 
 # ------------------------------------------------------------------------------------------ the runs
-SUPERVISED_MRI_NOTE = ("Fine-tune it before use on MRI: the benchmark's supervised meta-model, unadapted, was below "
-                       "zero-filling on MRI x4 (28.83 vs 30.75 dB; docs/benchmarks.rst).")
+SUPERVISED_MRI_NOTE = ("Fine-tune it before use on MRI: unadapted, it was below zero-filling on MRI x4 (30.32 vs "
+                       "30.75 dB at 4065 outer steps; docs/benchmarks.rst).")
 
 
 def _meta_prior(inner_loss: str) -> Callable:
