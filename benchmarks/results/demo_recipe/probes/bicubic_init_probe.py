@@ -2,14 +2,14 @@
 FOLD, zoo MODEL: the border-padded reconstruction without adaptation and during STEPS (100) steps of the demo's
 adaptation (equivariant + downscaled pairs). Run: DEEPINV_META_DATA=... python bicubic_init_probe.py FOLD MODEL
 [adjoint] [steps=STEPS]."""
-import sys, time, torch, deepinv as dinv
+import sys, time, torch
 import deepinv_meta.models.pdnet as pdnet
 from deepinv_meta import MetaPDNet
 from deepinv_meta.baselines import psnr_per_image
 from deepinv_meta.bilevel import InnerLoop, finetune
 from deepinv_meta.commands import adaptation_objective
-from deepinv_meta.data import center_crop, data_root, load_image_folder
-from deepinv_meta.physics import Bicubic, BorderPadded, OperatorSpec
+from deepinv_meta.physics import Bicubic, BorderPadded
+from fold import fold_problem
 torch.set_num_threads(1)
 fold, model = int(sys.argv[1]), sys.argv[2]
 adjoint_init = "adjoint" in sys.argv
@@ -20,12 +20,7 @@ if not adjoint_init:
         original(physics, y, name)  # the same checks
         return Bicubic(physics.factor)(y)
     pdnet.adjoint_image = bicubic_start
-imgs = load_image_folder(data_root() / "images" / "bsd68", grey=True, limit=42)[fold*14:(fold+1)*14]
-x = torch.stack([center_crop(im, 96) for im in imgs])
-spec = OperatorSpec.named("sr", factor=2)
-ph = spec.build((96, 96), "cpu")
-y = ph(x)
-bic = psnr_per_image(Bicubic(2), ph, y, x).mean().item()
+x, spec, ph, y, bic = fold_problem(fold)
 meta = MetaPDNet.from_pretrained(model)
 curve = {}
 def score(k, current):

@@ -9,19 +9,14 @@ from deepinv_meta import MetaPDNet
 from deepinv_meta.baselines import psnr_per_image
 from deepinv_meta.bilevel import InnerLoop, finetune
 from deepinv_meta.commands import adaptation_objective
-from deepinv_meta.data import center_crop, data_root, load_image_folder
 from deepinv_meta.losses import DownscaledPairsLoss
-from deepinv_meta.physics import Bicubic, BorderPadded, OperatorSpec
+from deepinv_meta.physics import BorderPadded
+from fold import fold_problem
 torch.set_num_threads(1)
 fold, model = int(sys.argv[1]), sys.argv[2]
 steps = int(sys.argv[3]) if len(sys.argv) > 3 else 100
 every = int(sys.argv[4]) if len(sys.argv) > 4 else 10
-imgs = load_image_folder(data_root() / "images" / "bsd68", grey=True, limit=42)[fold*14:(fold+1)*14]
-x = torch.stack([center_crop(im, 96) for im in imgs])
-spec = OperatorSpec.named("sr", factor=2)
-ph = spec.build((96, 96), "cpu")
-y = ph(x)
-bic = psnr_per_image(Bicubic(2), ph, y, x).mean().item()
+x, spec, ph, y, bic = fold_problem(fold)
 meta = MetaPDNet.from_pretrained(model)
 pairs = DownscaledPairsLoss(spec.build)
 trace = {}
