@@ -90,6 +90,9 @@ def add_reconstruct_parser(commands) -> None:
     rec.add_argument("--self-ensemble", action="store_true",
                      help="sr: average the reconstructions of the measurement's 8 flips and transposes (8 times the "
                           "reconstruction cost; +0.01 to +0.03 dB on BSD68, docs/notes.rst)")
+    rec.add_argument("--project", action="store_true",
+                     help="noiseless measurements only: project each reconstruction onto its measurement, "
+                          "x + A^+(y - A x) (+0.03 dB on BSD68 sr x2, docs/notes.rst)")
     rec.add_argument("--chunk-size", type=COUNT, default=8, help=CHUNK_HELP)
     rec.add_argument("--color", action="store_true", help="RGB images (default grey)")
     rec.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -340,7 +343,7 @@ def dispatch(args) -> int:
             {"blur_sigma": args.blur_sigma} if args.physics == "blur" else {})
         run_reconstruct(args.measurements, args.out, operator=OperatorSpec.named(args.physics, color=args.color, **params),
                         model=args.model, mask=args.mask, inner=inner, loss=args.loss,
-                        pairs=args.pairs, self_ensemble=args.self_ensemble,
+                        pairs=args.pairs, self_ensemble=args.self_ensemble, project=args.project,
                         options=RunOptions(device=args.device, force=args.force, chunk_size=args.chunk_size))
     else:
         return run_workflow(args)

@@ -6,7 +6,8 @@ r"""Operators: unseen-task operators by name, and the physics pieces deepinv lac
   with an operator: super-resolution is the Meta-Prior paper's decimation (:func:`decimation`), MRI takes
   two-channel complex images (:func:`as_complex`) and is scored on their magnitude
   (:func:`complex_magnitude`), and each operator comes with its no-learning reconstructions
-  (:class:`Adjoint`, and :class:`Bicubic` for super-resolution).
+  (:class:`Adjoint`, and :class:`Bicubic` for super-resolution). :class:`BorderPadded` and :class:`Projected`
+  wrap a reconstructor: the border rule of super-resolution, the projection onto noiseless measurements.
 - Mask generators for partially observed data (Fablet, Drumetz & Rousseau, section 4), and the
   real-to-complex cast for physics built on complex matrices.
 
@@ -319,6 +320,42 @@ class BorderPadded(dinv.models.Reconstructor):
         size = [n * factor for n in y.shape[-2:]]
         start = [self.pad * factor - (factor - 1 if dim in flipped else 0) for dim in (-2, -1)]
         return x[..., start[0]:start[0] + size[0], start[1]:start[1] + size[1]]
+
+
+class Projected(dinv.models.Reconstructor):
+    r"""A reconstructor whose output is projected onto the images that reproduce the measurement exactly,
+
+    .. math:: \hat x \leftarrow \hat x + A^\dagger (y - A \hat x),
+
+    with :math:`A^\dagger` the pseudo-inverse (deepinv's ``physics.A_dagger``; for decimation, inpainting and
+    masked single-coil MRI, :math:`AA^\top = I` and it is :math:`A^\top`). For *noiseless* measurements the
+    ground truth lies in that affine set, so the orthogonal projection can only bring the reconstruction closer
+    to it (the projection onto a convex set is non-expansive); noisy measurements would be fitted with their
+    noise, so leave it off there.
+
+    :param model: a reconstructor ``model(y, physics)``.
+
+    :Examples:
+
+    >>> import torch
+    >>> from deepinv_meta.physics import Projected, OperatorSpec
+    >>> physics = OperatorSpec.named("sr", factor=2).build((8, 8))
+    >>> x = torch.rand(1, 1, 8, 8)
+    >>> y = physics(x)
+    >>> grey = lambda y, physics: torch.full((1, 1, 8, 8), 0.5)
+    >>> bool(torch.allclose(physics.A(Projected(grey)(y, physics)), y))
+    True
+    >>> bool((Projected(grey)(y, physics) - x).norm() <= (grey(y, physics) - x).norm())
+    True
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, y, physics, **kwargs):
+        x = self.model(y, physics)
+        return x + physics.A_dagger(y - physics.A(x))
 
 
 def to_physics_input(x: torch.Tensor, complex_physics: bool) -> torch.Tensor:

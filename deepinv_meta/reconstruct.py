@@ -6,7 +6,8 @@ complex ``(H, W)`` or real ``(2, H, W)``), its operator is built for its size (`
 non-zero k-space columns), and a meta-model adapts to the measurements themselves with the
 equivariant loss (measurement consistency plus equivariant imaging; for ``sr`` with ``--pairs`` also the
 zero-shot pairs of each measurement and its downscaled copy) before reconstructing them (``sr``: from the
-border-replicated measurement, :class:`~deepinv_meta.physics.BorderPadded`). Test-time
+border-replicated measurement, :class:`~deepinv_meta.physics.BorderPadded`); with ``--project`` each
+reconstruction is then projected onto its (noiseless) measurement. Test-time
 optimisers (MetaDIP, Meta-RED) and learned variational solvers need no adaptation: their forward pass fits or
 solves each measurement.
 Measurements of the same size are adapted to together. The reconstructions are written to ``--out``
@@ -24,7 +25,7 @@ import torch
 
 from .bilevel import InnerLoop, finetune
 from .commands import RunOptions, adaptation_objective, check_output, load_model
-from .physics import BorderPadded, OperatorSpec, complex_magnitude
+from .physics import BorderPadded, OperatorSpec, Projected, complex_magnitude
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 OPERATORS = ("sr", "denoising", "blur", "inpainting", "mri")
@@ -91,12 +92,15 @@ def physics_for(y: torch.Tensor, operator: OperatorSpec, mask: torch.Tensor | No
 
 def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-prior-unsupervised", mask=None,
                     inner: InnerLoop | None = None, loss: str = "equivariant", pairs: bool = False,
-                    self_ensemble: bool = False, options: RunOptions | None = None) -> list[dict]:
+                    self_ensemble: bool = False, project: bool = False,
+                    options: RunOptions | None = None) -> list[dict]:
     """Reconstruct every measurement file into ``out``, adapting ``model`` with ``inner`` (default
     ``InnerLoop(steps=30, lr=1e-3)``; refused, as ``pairs``, ``self_ensemble`` and another ``loss`` are, for
     models that solve each measurement as they are) and ``loss`` (with ``pairs``:
     :func:`~deepinv_meta.commands.adaptation_objective`), for ``sr`` with the ``self_ensemble`` of
-    :class:`~deepinv_meta.physics.BorderPadded` if asked; returns ``[{file, output, residual}]``."""
+    :class:`~deepinv_meta.physics.BorderPadded` if asked, each reconstruction projected onto its measurement
+    with ``project`` (:class:`~deepinv_meta.physics.Projected`, for noiseless ones); returns
+    ``[{file, output, residual}]``."""
     from .models import TestTimeOptimizer, VariationalReconstructor
 
     adaptation_asked = {"--steps/--lr": inner is not None, "--pairs": pairs, "--self-ensemble": self_ensemble,
@@ -151,6 +155,8 @@ def run_reconstruct(measurements, out, *, operator: OperatorSpec, model="meta-pr
                                      progress=options.progress)
             if physics == "sr":  # from the border-replicated measurement, as bicubic treats borders (docs/notes.rst)
                 reconstructor = BorderPadded(reconstructor, operator, self_ensemble=self_ensemble)
+        if project:  # noiseless measurements: the nearest image that reproduces them exactly
+            reconstructor = Projected(reconstructor)
         with torch.no_grad():
             x_hat = torch.cat([reconstructor(y[i:i + 1], forward) for i in range(len(members))])
             residual = [(torch.linalg.vector_norm(forward.A(x_hat[i:i + 1]) - y[i:i + 1])

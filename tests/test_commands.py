@@ -251,6 +251,23 @@ def test_border_padded_reconstruction_crops_back_and_refuses_other_operators():
         BorderPadded(model, OperatorSpec.named("mri"))
 
 
+@pytest.mark.parametrize("name", ["sr", "inpainting", "mri"])
+def test_projection_reproduces_noiseless_measurements_and_moves_towards_the_truth(name):
+    from deepinv_meta.physics import Bicubic, OperatorSpec, Projected
+
+    generator = torch.Generator().manual_seed(0)
+    physics = OperatorSpec.named(name).build((16, 16))
+    x = torch.rand(2, 2 if name == "mri" else 1, 16, 16, generator=generator)
+    y = physics(x)
+    guess = x + 0.3 * torch.randn(x.shape, generator=generator)  # a reconstruction wrong everywhere
+    projected = Projected(lambda y, physics: guess)(y, physics)
+    torch.testing.assert_close(physics.A(projected), y, rtol=0, atol=1e-5)
+    assert (projected - x).norm() < 0.95 * (guess - x).norm()  # the measured part of the error is gone
+    if name == "sr":  # bicubic interpolates the samples: nothing to move
+        bicubic = Bicubic(2)(y, physics)
+        torch.testing.assert_close(Projected(Bicubic(2))(y, physics), bicubic, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("factor", [2, 3])
 def test_self_ensemble_keeps_every_sample_in_place_and_is_transpose_equivariant(factor):
     from deepinv_meta.physics import Adjoint, Bicubic, BorderPadded, OperatorSpec

@@ -49,6 +49,18 @@ def test_mri_kspace_npy_with_its_mask_inferred(tmp_path):
     assert residual < 0.5  # consistent with the measured k-space
 
 
+def test_project_makes_each_reconstruction_reproduce_its_measurement(tmp_path):
+    x = torch.stack([center_crop(embedded_images(("coffee",))[0], 32)])
+    files = [png(tmp_path / "low.png", build_physics("sr", (32, 32), factor=2)(x)[0])]
+    residuals = []
+    for project in ((), ("--project",)):
+        code, out, err = run(*files, "--physics", "sr", "--out", tmp_path / f"rec{len(project)}", "--steps", "1",
+                             *project)
+        assert code == 0, err
+        residuals.append(float(out.split("= ")[-1].split(")")[0]))
+    assert residuals[1] < 1e-5 < residuals[0]
+
+
 def test_a_measurement_that_does_not_fit_the_operator_is_refused(tmp_path):
     image = png(tmp_path / "y.png", torch.rand(1, 16, 16))
     code, _, err = run(image, "--physics", "inpainting", "--out", tmp_path / "rec")
