@@ -1,9 +1,9 @@
 """Probe: consistency_probe.py on the demo's own problem (x2 decimation of the 96x96 centre crops of camera,
 astronaut and coffee; adapted on those 3 and the 11 other bundled low-resolution images, as ``deepinv-meta demo``
-does), zoo MODEL: per-image gain over bicubic with and without the projection onto the measurements.
+does), zoo MODEL (or a model file): per-image gain over bicubic with and without the projection onto the measurements.
 Run: python consistency_demo_probe.py MODEL."""
 import sys, time, torch
-from deepinv_meta import MetaPDNet
+from deepinv_meta import MetaPDNet, load
 from deepinv_meta.baselines import psnr_per_image
 from deepinv_meta.bilevel import InnerLoop, finetune
 from deepinv_meta.commands import adaptation_objective
@@ -20,7 +20,8 @@ adapt_y = torch.cat([y, ph(torch.stack([center_crop(im, 96) for im in embedded_i
 bic = psnr_per_image(Bicubic(2), ph, y, x)
 start = time.perf_counter()
 objective, label = adaptation_objective("equivariant", spec, pairs=True, rng=torch.Generator().manual_seed(1))
-final = finetune(MetaPDNet.from_pretrained(model), ph, adapt_y, inner=InnerLoop(steps=100, lr=1e-3), loss=objective,
+meta = load(model) if model.endswith(".pt") else MetaPDNet.from_pretrained(model)
+final = finetune(meta, ph, adapt_y, inner=InnerLoop(steps=100, lr=1e-3), loss=objective,
                  batch_size=4, seed=0)
 net = BorderPadded(final, spec, self_ensemble=True)
 for name, m in (("as is", net), ("projected", Projected(net))):
