@@ -3,24 +3,19 @@ astronaut and coffee; adapted on those 3 and the 11 other bundled low-resolution
 does), zoo MODEL (or a model file): per-image gain over bicubic with and without the projection onto the measurements.
 Run: python consistency_demo_probe.py MODEL."""
 import sys, time, torch
-from deepinv_meta import MetaPDNet, load
 from deepinv_meta.baselines import psnr_per_image
 from deepinv_meta.bilevel import InnerLoop, finetune
 from deepinv_meta.commands import adaptation_objective
-from deepinv_meta.data import EMBEDDED_TEST, EMBEDDED_TRAIN, center_crop, embedded_images
-from deepinv_meta.physics import Bicubic, BorderPadded, OperatorSpec, Projected
+from deepinv_meta.data import EMBEDDED_TEST
+from deepinv_meta.physics import BorderPadded, Projected
+from fold import demo_problem, model_named
 torch.set_num_threads(1)
 model = sys.argv[1]
 torch.manual_seed(0)
-x = torch.stack([center_crop(im, 96) for im in embedded_images(EMBEDDED_TEST)])
-spec = OperatorSpec.named("sr", factor=2)
-ph = spec.build((96, 96), "cpu")
-y = ph(x)
-adapt_y = torch.cat([y, ph(torch.stack([center_crop(im, 96) for im in embedded_images(EMBEDDED_TRAIN)]))])
-bic = psnr_per_image(Bicubic(2), ph, y, x)
+x, spec, ph, y, adapt_y, bic = demo_problem()
 start = time.perf_counter()
 objective, label = adaptation_objective("equivariant", spec, pairs=True, rng=torch.Generator().manual_seed(1))
-meta = load(model) if model.endswith(".pt") else MetaPDNet.from_pretrained(model)
+meta = model_named(model)
 final = finetune(meta, ph, adapt_y, inner=InnerLoop(steps=100, lr=1e-3), loss=objective,
                  batch_size=4, seed=0)
 net = BorderPadded(final, spec, self_ensemble=True)

@@ -4,17 +4,16 @@ noiseless decimation, where A A^T = I), x2 decimation of BSD68 fold FOLD, zoo MO
 residual ||A x - y|| / ||y|| of the reconstruction.
 Run: DEEPINV_META_DATA=... python consistency_probe.py FOLD MODEL [SCHEDULE LR] (default: constant 1e-3)."""
 import sys, time, torch
-from deepinv_meta import MetaPDNet, load
 from deepinv_meta.baselines import psnr_per_image
 from deepinv_meta.bilevel import InnerLoop, finetune
 from deepinv_meta.commands import adaptation_objective
 from deepinv_meta.physics import BorderPadded
-from fold import fold_problem
+from fold import fold_problem, model_named
 torch.set_num_threads(1)
 fold, model = int(sys.argv[1]), sys.argv[2]
 schedule, lr = (sys.argv[3], float(sys.argv[4])) if len(sys.argv) > 4 else ("constant", 1e-3)
 x, spec, ph, y, bic = fold_problem(fold)
-meta = load(model) if model.endswith(".pt") else MetaPDNet.from_pretrained(model)
+meta = model_named(model)
 start = time.perf_counter()
 objective, label = adaptation_objective("equivariant", spec, pairs=True, rng=torch.Generator().manual_seed(1))
 final = finetune(meta, ph, y, inner=InnerLoop(steps=100, lr=lr, schedule=schedule), loss=objective, batch_size=4, seed=0)

@@ -3,23 +3,18 @@ each test image's gain over bicubic every 10 steps (border-padded, self-ensemble
 crop that ends below bicubic got there by a late dip (end-point scatter) or never rose.
 Run: python trajectory_demo_probe.py MODEL [SCHEDULE LR] (default: constant 1e-3, the demo's)."""
 import sys, time, torch
-from deepinv_meta import MetaPDNet, load
 from deepinv_meta.baselines import psnr_per_image
 from deepinv_meta.bilevel import InnerLoop, finetune
 from deepinv_meta.commands import adaptation_objective
-from deepinv_meta.data import EMBEDDED_TEST, EMBEDDED_TRAIN, center_crop, embedded_images
-from deepinv_meta.physics import Bicubic, BorderPadded, OperatorSpec, Projected
+from deepinv_meta.data import EMBEDDED_TEST
+from deepinv_meta.physics import BorderPadded, Projected
+from fold import demo_problem, model_named
 torch.set_num_threads(1)
 model = sys.argv[1]
 schedule, lr = (sys.argv[2], float(sys.argv[3])) if len(sys.argv) > 3 else ("constant", 1e-3)
 torch.manual_seed(0)
-x = torch.stack([center_crop(im, 96) for im in embedded_images(EMBEDDED_TEST)])
-spec = OperatorSpec.named("sr", factor=2)
-ph = spec.build((96, 96), "cpu")
-y = ph(x)
-adapt_y = torch.cat([y, ph(torch.stack([center_crop(im, 96) for im in embedded_images(EMBEDDED_TRAIN)]))])
-bic = psnr_per_image(Bicubic(2), ph, y, x)
-meta = load(model) if model.endswith(".pt") else MetaPDNet.from_pretrained(model)
+x, spec, ph, y, adapt_y, bic = demo_problem()
+meta = model_named(model)
 
 
 def score(k, current):
