@@ -91,7 +91,8 @@ def run_demo(*, model: str = ZOO_MODEL, train_minutes: float | None = None, step
     tune_x, tune_y = other_x[:3], physics(other_x[:3])
     adapt_y = torch.cat([y, physics(other_x)])  # low-resolution images only: no ground truth
     print(f"unseen task: SR x{factor} (decimation), {len(x)} test images {size}x{size} ({', '.join(EMBEDDED_TEST)}); "
-          f"adaptation: {steps} Adam steps (rate {ADAPT_LR:g}, cosine decay) of {ADAPT_BATCH} measurements drawn from the {len(y)} test ones and "
+          f"adaptation: {steps} Adam steps (rate {ADAPT_LR:g}, cosine decay) of {ADAPT_BATCH} measurements drawn "
+          f"from the {len(y)} test ones and "
           f"{len(other_x)} other low-resolution images, no ground truth, loss "
           f"{adaptation_objective('equivariant', spec, pairs=True)[1]}; every reconstruction projected onto its "
           "noiseless measurement")
