@@ -1,13 +1,13 @@
 """Probe: the demo's adaptation (equivariant + downscaled pairs, 100 Adam steps of 4 at 1e-3, border-padded with the
-self-ensemble), scored as it is and after the projection onto the measurements, x + A^T (y - A x) (exact for
-noiseless decimation, where A A^T = I), x2 decimation of BSD68 fold FOLD, zoo MODEL (or a model file). Also prints the relative
+self-ensemble), scored as it is and after the projection onto the measurements (physics.Projected, x + A^+ (y - A x); A^+ = A^T
+for decimation, where A A^T = I), x2 decimation of BSD68 fold FOLD, zoo MODEL (or a model file). Also prints the relative
 residual ||A x - y|| / ||y|| of the reconstruction.
 Run: DEEPINV_META_DATA=... python consistency_probe.py FOLD MODEL [SCHEDULE LR] (default: constant 1e-3)."""
 import sys, time, torch
 from deepinv_meta.baselines import psnr_per_image
 from deepinv_meta.bilevel import InnerLoop, finetune
 from deepinv_meta.commands import adaptation_objective
-from deepinv_meta.physics import BorderPadded
+from deepinv_meta.physics import BorderPadded, Projected
 from fold import fold_problem, model_named
 torch.set_num_threads(1)
 fold, model = int(sys.argv[1]), sys.argv[2]
@@ -18,10 +18,9 @@ start = time.perf_counter()
 objective, label = adaptation_objective("equivariant", spec, pairs=True, rng=torch.Generator().manual_seed(1))
 final = finetune(meta, ph, y, inner=InnerLoop(steps=100, lr=lr, schedule=schedule), loss=objective, batch_size=4, seed=0)
 net = BorderPadded(final, spec, self_ensemble=True)
-projected = lambda y, physics: (lambda x: x + physics.A_adjoint(y - physics.A(x)))(net(y, physics))
 with torch.no_grad():
     xhat = net(y, ph)
     residual = ((ph.A(xhat) - y).norm() / y.norm()).item()
-gain = {name: psnr_per_image(m, ph, y, x).mean().item() - bic for name, m in (("as is", net), ("projected", projected))}
+gain = {name: psnr_per_image(m, ph, y, x).mean().item() - bic for name, m in (("as is", net), ("projected", Projected(net)))}
 print(f"fold {fold} {model} {schedule} {lr:g} | residual {residual:.2e} | gain over bicubic ({bic:.2f} dB): "
       + ", ".join(f"{k} {v:+.2f}" for k, v in gain.items()) + f" | {time.perf_counter() - start:.0f} s", flush=True)

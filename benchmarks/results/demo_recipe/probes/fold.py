@@ -11,22 +11,25 @@ from deepinv_meta.physics import Bicubic, OperatorSpec
 def fold_problem(fold: int):
     """``(x, spec, physics, y, bicubic PSNR)`` of fold ``fold`` (mean PSNR over its 14 images)."""
     imgs = load_image_folder(data_root() / "images" / "bsd68", grey=True, limit=42)[fold*14:(fold+1)*14]
-    x = torch.stack([center_crop(im, 96) for im in imgs])
-    spec = OperatorSpec.named("sr", factor=2)
-    physics = spec.build((96, 96), "cpu")
-    y = physics(x)
-    return x, spec, physics, y, psnr_per_image(Bicubic(2), physics, y, x).mean().item()
+    x, spec, physics, y, bicubic = _decimated(imgs)
+    return x, spec, physics, y, bicubic.mean().item()
 
 
 def demo_problem():
     """``(x, spec, physics, y, adaptation measurements, bicubic PSNR per image)`` of ``deepinv-meta demo``: its 3 test
     crops, adapted on with the 11 other bundled low-resolution images."""
-    x = torch.stack([center_crop(im, 96) for im in embedded_images(EMBEDDED_TEST)])
+    x, spec, physics, y, bicubic = _decimated(embedded_images(EMBEDDED_TEST))
+    others = torch.stack([center_crop(im, 96) for im in embedded_images(EMBEDDED_TRAIN)])
+    return x, spec, physics, y, torch.cat([y, physics(others)]), bicubic
+
+
+def _decimated(images):
+    """``(x, spec, physics, y, bicubic PSNR per image)``: x2 decimation of the 96x96 centre crops of ``images``."""
+    x = torch.stack([center_crop(im, 96) for im in images])
     spec = OperatorSpec.named("sr", factor=2)
     physics = spec.build((96, 96), "cpu")
     y = physics(x)
-    others = torch.stack([center_crop(im, 96) for im in embedded_images(EMBEDDED_TRAIN)])
-    return x, spec, physics, y, torch.cat([y, physics(others)]), psnr_per_image(Bicubic(2), physics, y, x)
+    return x, spec, physics, y, psnr_per_image(Bicubic(2), physics, y, x)
 
 
 def model_named(name: str):
